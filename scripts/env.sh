@@ -1,0 +1,30 @@
+# Shared settings for the project's scripts; source it, do not run it.
+#
+# Everything large or slow (kernel source and builds, bindgen, downloaded .debs, the guest image)
+# lives in $RTHIN_CACHE, outside the clone, so a fresh clone on the same machine reuses it.
+
+RTHIN_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+RTHIN_CACHE=${RTHIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rthin}
+export RTHIN_TOP RTHIN_CACHE
+
+# Kernel source: Debian's linux-source-7.2 from trixie-backports, the version we tested.
+# (scripts/fetch-deb.sh falls back to the newest 7.2.x the suite has, and says so.)
+RTHIN_KSRC_SUITE=trixie-backports
+RTHIN_KSRC_VERSION=7.2.12-1~bpo13+1
+# thin-provisioning-tools 1.x from trixie: runs on Debian 12; unpacked, never installed.
+RTHIN_TPT_SUITE=trixie
+RTHIN_TPT_VERSION=1.1.0-4+b1
+
+# The kernel and every module must be built by the same rustc (E0514 otherwise): Debian's
+# rustc-web, never the rustup rustc that is first on PATH.
+RTHIN_RUSTC=/usr/bin/rustc
+RTHIN_RUSTDOC=/usr/bin/rustdoc
+RTHIN_BINDGEN_VERSION=0.72.1
+RTHIN_BINDGEN=$RTHIN_CACHE/tools/bindgen-$RTHIN_BINDGEN_VERSION/bin/bindgen
+
+# Arguments for every kernel/module make invocation.
+RTHIN_KMAKE_ARGS=(ARCH=x86_64 "RUSTC=$RTHIN_RUSTC" "RUSTDOC=$RTHIN_RUSTDOC" "BINDGEN=$RTHIN_BINDGEN"
+  "RUSTFMT=/usr/bin/rustfmt" "CLIPPY_DRIVER=/usr/bin/clippy-driver")
+
+rthin_log() { printf '\033[1m[rthin]\033[0m %s\n' "$*" >&2; }
+rthin_die() { printf '\033[1;31m[rthin] error:\033[0m %s\n' "$*" >&2; exit 1; }
