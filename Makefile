@@ -1,0 +1,60 @@
+# dm-rthin: top-level driver. The kernel's build system reads ./Kbuild, not this file.
+#
+#   make            build dm-rthin.ko against the cached guest kernel (or KDIR=/path/to/built/kernel)
+#   make demo       boot the guest and show the module at work (installs what is missing first)
+#   make check      every test and lint; the last line is "N passed, N failed"
+#   make check-debug  the guest tests again on a lockdep/debug kernel
+#   make bench-metadata  metadata engine benchmark table (host)
+#   make clippy | fmt | userspace | kernel | setup | clean
+#
+# All slow artefacts (kernel source and build, tools, guest image) live in
+# $${XDG_CACHE_HOME:-$$HOME/.cache}/rthin, outside the clone.
+
+SHELL := /bin/bash
+export KDIR
+
+.PHONY: all module setup kernel kernel-debug userspace demo check check-debug clippy fmt \
+	bench-metadata clean
+
+all: module
+
+setup:
+	@scripts/setup.sh
+
+kernel: setup
+	@scripts/build-kernel.sh release >/dev/null
+
+kernel-debug: setup
+	@scripts/build-kernel.sh debug >/dev/null
+
+module: setup
+	@scripts/build-module.sh modules
+
+userspace:
+	@cd userspace && cargo build --release --locked
+
+demo: setup module userspace
+	@scripts/demo.sh
+
+check:
+	@scripts/check.sh
+
+check-debug:
+	@RTHIN_KERNEL_VARIANT=debug scripts/check.sh --guest-only
+
+clippy: setup
+	@scripts/build-module.sh clean >/dev/null
+	@scripts/build-module.sh CLIPPY=1 modules
+	@cd userspace && cargo clippy --workspace --all-targets --locked -- -D warnings
+
+fmt: setup
+	@scripts/build-module.sh rustfmt
+	@cd userspace && cargo fmt --all
+
+bench-metadata:
+	@cd userspace && cargo run --release --locked -p rthin-metadata-bench
+
+clean:
+	@if [ -n "$$KDIR" ] || [ -d "$${XDG_CACHE_HOME:-$$HOME/.cache}/rthin/kernel" ]; then \
+		scripts/build-module.sh clean >/dev/null 2>&1 || true; fi
+	@cd userspace && cargo clean
