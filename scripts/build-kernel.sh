@@ -16,9 +16,20 @@ case $variant in
 esac
 
 ksrc=$("$RTHIN_TOP/scripts/fetch-kernel-source.sh")
-key=$( { echo "$ksrc"; cat "${fragments[@]}" "$0"; "$RTHIN_RUSTC" --version; "$RTHIN_BINDGEN" --version; } |
+# Bump recipe when a change to the build steps below changes the resulting kernel.
+recipe=1
+key=$( { echo "recipe $recipe $ksrc"; cat "${fragments[@]}"; "$RTHIN_RUSTC" --version; "$RTHIN_BINDGEN" --version; } |
   sha256sum | cut -c1-16)
 kout=$RTHIN_CACHE/kernel/$variant-$key
+if [ -f "$kout/.rthin-done" ]; then
+  echo "$kout"
+  exit 0
+fi
+
+# One build at a time per tree: a second caller waits, then finds the stamp.
+mkdir -p "$RTHIN_CACHE/kernel"
+exec 9>"$kout.lock"
+flock 9
 if [ -f "$kout/.rthin-done" ]; then
   echo "$kout"
   exit 0
