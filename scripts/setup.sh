@@ -10,6 +10,7 @@ packages=(
   rustc-web rust-web-src rust-web-clippy rustfmt-web
   libclang-19-dev clang-19 gcc make flex bison bc cpio libelf-dev libssl-dev kmod xz-utils
   python3 qemu-system-x86 busybox-static dmsetup e2fsprogs fio util-linux pkg-config libdevmapper-dev
+  shellcheck
 )
 missing=()
 for p in "${packages[@]}"; do

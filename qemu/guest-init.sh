@@ -1,0 +1,127 @@
+#!/bin/sh
+# PID 1 of the dm-rthin test guest (busybox ash; installed as /init by qemu/build-initramfs.sh).
+#
+# Mounts the pseudo filesystems, names the virtio disks, mounts the 9p shares, runs the job that
+# qemu/run put in /rthin/run/job, reports its exit status on the second serial port (ttyS1, a
+# file on the host that nothing the job prints to the console can reach), then powers off.
+#
+# Status channel protocol (one line each, read by qemu/run after QEMU exits):
+#   status N        the job exited with N
+#   error MESSAGE   the guest could not set up the job (N/A status; qemu/run exits 240)
+#   warning MESSAGE something qemu/run repeats on the host (e.g. sync did not finish)
+
+export PATH=/rthin/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+umask 022
+
+[ -e /dev/null ] || mount -t devtmpfs -o mode=0755 devtmpfs /dev
+exec </dev/console >/dev/console 2>&1
+
+say() { echo "rthin-init: $*"; }
+
+# The status port, opened once; its node is removed so the job cannot write to it by accident.
+status_fd_ok=0
+# (A failed `exec` redirection would end the shell, and with it the guest: try it first.)
+if [ -c /dev/ttyS1 ] && (: >/dev/ttyS1) 2>/dev/null; then
+  exec 9>/dev/ttyS1
+  status_fd_ok=1
+  rm -f /dev/ttyS1
+else
+  say "cannot open /dev/ttyS1: the host will not learn the exit status"
+fi
+report() { [ $status_fd_ok = 1 ] && echo "$*" >&9; }
+
+power_off() {
+  # sync, but never let a stuck device (e.g. a suspended dm table with dirty pages) keep the
+  # guest alive: the host already has the status.
+  sync &
+  sync_pid=$!
+  i=0
+  while kill -0 $sync_pid 2>/dev/null; do
+    if [ $i -ge 300 ]; then
+      say "sync did not finish within 30 s; powering off anyway"
+      report "warning sync did not finish within 30 s after the job"
+      break
+    fi
+    sleep 0.1
+    i=$((i + 1))
+  done
+  poweroff -f
+  sleep 5
+  reboot -f  # QEMU runs with -no-reboot: a reboot ends it too
+}
+
+fail_setup() {
+  say "setup failed: $*"
+  report "error $*"
+  power_off
+}
+
+mkdir -p /proc /sys /dev/pts /dev/shm /tmp /run /root
+mount -t proc proc /proc || fail_setup "mount /proc"
+mount -t sysfs sysfs /sys || fail_setup "mount /sys"
+mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts || fail_setup "mount /dev/pts"
+mount -t tmpfs -o mode=1777 tmpfs /dev/shm || fail_setup "mount /dev/shm"
+mount -t tmpfs -o mode=1777 tmpfs /tmp || fail_setup "mount /tmp"
+mount -t tmpfs -o mode=0755 tmpfs /run || fail_setup "mount /run"
+mount -t debugfs debugfs /sys/kernel/debug || fail_setup "mount /sys/kernel/debug"
+[ -d /sys/kernel/config ] && mount -t configfs configfs /sys/kernel/config 2>/dev/null
+ln -sfn /proc/self/fd /dev/fd
+ln -sfn /proc/self/fd/0 /dev/stdin
+ln -sfn /proc/self/fd/1 /dev/stdout
+ln -sfn /proc/self/fd/2 /dev/stderr
+hostname rthin-guest
+
+# Disks: QEMU gives each --disk NAME the virtio serial NAME.
+mkdir -p /dev/rthin /dev/disk/by-id
+for s in /sys/block/vd*/serial; do
+  [ -r "$s" ] || continue
+  dev=${s#/sys/block/}
+  dev=${dev%/serial}
+  name=$(cat "$s")
+  [ -n "$name" ] || continue
+  ln -sfn "../../$dev" "/dev/disk/by-id/virtio-$name"
+  [ "$name" = rthin-extra ] || ln -sfn "/dev/$dev" "/dev/rthin/$name"
+done
+
+# The read-only image with fio and its libraries (see qemu/build-initramfs.sh).
+mkdir -p /opt/extra
+if [ -e /dev/disk/by-id/virtio-rthin-extra ]; then
+  mount -t ext4 -o ro /dev/disk/by-id/virtio-rthin-extra /opt/extra || fail_setup "mount of the extra image failed"
+else
+  say "warning: no rthin-extra disk: fio will not run"
+fi
+
+[ -f /rthin/run/config ] || fail_setup "no /rthin/run/config (was the per-run archive appended?)"
+# shellcheck source=/dev/null
+. /rthin/run/config
+
+# Shares: lines "TAG GUESTDIR" (GUESTDIR may contain spaces, TAG cannot).
+if [ -f /rthin/run/shares ]; then
+  while read -r tag dir; do
+    [ -n "$tag" ] || continue
+    mkdir -p "$dir" || fail_setup "mkdir $dir"
+    mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,cache=none "$tag" "$dir" ||
+      fail_setup "mount of 9p share $tag on $dir failed"
+  done </rthin/run/shares
+fi
+
+kver=$(uname -r)
+[ -f "/lib/modules/$kver/modules.dep" ] ||
+  say "warning: no /lib/modules/$kver/modules.dep: modprobe will not work"
+chmod 0755 /rthin/run/job
+
+cd /root || fail_setup "cd /root"
+set -- env -i \
+  PATH="$PATH" HOME=/root TERM="${RTHIN_TERM:-linux}" LANG=C.UTF-8 USER=root LOGNAME=root \
+  SHELL=/bin/sh TMPDIR=/tmp \
+  RTHIN_KVER="$kver" RTHIN_KO="/lib/modules/$kver/extra/dm-rthin.ko" RTHIN_TESTS=/rthin/tests \
+  RTHIN_GUEST=1
+if [ "${RTHIN_INTERACTIVE:-0}" = 1 ]; then
+  # a session with the serial console as controlling terminal, so ^C and job control work
+  setsid cttyhack "$@" /rthin/run/job 9>&-
+else
+  "$@" /rthin/run/job </dev/null 9>&-
+fi
+rc=$?
+report "status $rc"
+power_off

@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * dm-rthin C shim: the static inlines and casted macros the Rust device-mapper glue needs.
+ *
+ * bindgen reads this header (it is in the module-local allowlist), so the Rust prototypes are
+ * generated from these declarations rather than written by hand. Every name carries the
+ * `rthin_` prefix so it cannot collide with a kernel symbol.
+ */
+#ifndef RTHIN_DM_SHIM_H
+#define RTHIN_DM_SHIM_H
+
+#include <linux/bio.h>
+#include <linux/blkdev.h>
+#include <linux/device-mapper.h>
+#include <linux/dm-bufio.h>
+#include <linux/ratelimit.h>
+
+/* Bio helpers (bio.h / blk_types.h inlines and macros). */
+unsigned int rthin_bio_op(const struct bio *bio);
+bool rthin_bio_is_write(const struct bio *bio);
+unsigned int rthin_bio_sectors(const struct bio *bio);
+void rthin_bio_set_dev(struct bio *bio, struct block_device *bdev);
+void rthin_bio_endio_status(struct bio *bio, blk_status_t status);
+
+/* Block device helpers. */
+sector_t rthin_bdev_nr_sectors(struct block_device *bdev);
+dev_t rthin_bdev_devt(struct block_device *bdev);
+unsigned int rthin_dev_major(dev_t dev);
+unsigned int rthin_dev_minor(dev_t dev);
+
+/* Device-mapper helpers. */
+dev_t rthin_dm_target_md_devt(struct dm_target *ti);
+bool rthin_dm_devt_is_mapped_device(dev_t dev);
+
+/* Rate limiting for log messages on the I/O path. */
+void rthin_ratelimit_init(struct ratelimit_state *rs);
+bool rthin_ratelimit_allow(struct ratelimit_state *rs);
+
+#ifdef __BINDGEN__
+/*
+ * Casted macros bindgen cannot evaluate. Only bindgen sees these: it turns each into a Rust
+ * `pub const` with the value the C compiler computes.
+ */
+const blk_mode_t RTHIN_BLK_OPEN_READ = BLK_OPEN_READ;
+const blk_mode_t RTHIN_BLK_OPEN_WRITE = BLK_OPEN_WRITE;
+const blk_opf_t RTHIN_REQ_PREFLUSH = REQ_PREFLUSH;
+const blk_opf_t RTHIN_REQ_FUA = REQ_FUA;
+const blk_status_t RTHIN_BLK_STS_OK = BLK_STS_OK;
+const blk_status_t RTHIN_BLK_STS_IOERR = BLK_STS_IOERR;
+const blk_status_t RTHIN_BLK_STS_NOSPC = BLK_STS_NOSPC;
+const unsigned int RTHIN_REQ_OP_READ = REQ_OP_READ;
+const unsigned int RTHIN_REQ_OP_WRITE = REQ_OP_WRITE;
+const unsigned int RTHIN_REQ_OP_FLUSH = REQ_OP_FLUSH;
+const unsigned int RTHIN_REQ_OP_DISCARD = REQ_OP_DISCARD;
+const unsigned int RTHIN_REQ_OP_SECURE_ERASE = REQ_OP_SECURE_ERASE;
+const unsigned int RTHIN_REQ_OP_WRITE_ZEROES = REQ_OP_WRITE_ZEROES;
+/* Status flag from drivers/md/dm.h, which is private to dm core. */
+const unsigned int RTHIN_DM_STATUS_NOFLUSH_FLAG = 1 << 0;
+#endif
+
+#endif /* RTHIN_DM_SHIM_H */

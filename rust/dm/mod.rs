@@ -1,0 +1,38 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Device-mapper target glue.
+//!
+//! A safe Rust interface for writing device-mapper targets, in the style of the kernel's
+//! `block::mq` and `miscdevice` abstractions. All FFI and `unsafe` of dm-rthin live in this
+//! module; targets built on it contain none. See `README.md` next to this file for the design
+//! (layering, ownership of private data and bios, invariants, adding a callback).
+//!
+//! C headers: [`include/linux/device-mapper.h`](srctree/include/linux/device-mapper.h).
+//!
+//! In short: implement [`Target`] (with `#[vtable]`), keep a pinned [`Registration`] of it,
+//! and dm core calls the target through [`TargetVTable`](vtable) callbacks.
+
+mod args;
+mod bindings;
+mod bio;
+mod device;
+mod limits;
+mod ratelimit;
+mod registration;
+mod result;
+mod target;
+mod target_ref;
+mod vtable;
+
+pub use args::{parse_dm_arg_u32, parse_u64, ArgRange, Args, ParseIntError};
+pub use bio::{Bio, BioOp, MapOutcome, MapRequest, OwnedBio};
+pub use device::{DevT, DeviceVisitor, DmDev, OpenMode};
+pub use limits::QueueLimits;
+pub use ratelimit::RateLimit;
+pub use registration::Registration;
+pub use result::ResultWriter;
+pub use target::{
+    eopnotsupp, BlkStatus, Borrowed, CtrError, EndIoOutcome, IterationStop, StatusFlags,
+    StatusType, Target, TargetFeatures,
+};
+pub use target_ref::{TargetCtr, TargetRef};

@@ -1,0 +1,150 @@
+//! Btree removal with rebalancing.
+//!
+//! Removal is top-down: before descending into a child that is at its minimum fill (a third of
+//! `max_entries`), the child is merged with a sibling or entries are redistributed between them,
+//! so that removing one entry below never leaves a non-root node under a third full (the
+//! invariant thin_check enforces).  A root left with a single child is collapsed into it.
+
+use crate::block::BlockManager;
+use crate::btree::{TreeInfo, Value, MAX_DEPTH};
+use crate::btree_node::{self as node, Header, MAX_VALUE_SIZE};
+use crate::error::{Error, Result};
+use crate::tm::Tx;
+
+impl<B: BlockManager> Tx<B> {
+    /// Remove `k`.  Returns the new root and the removed value (`None`: key absent, tree
+    /// untouched).  The caller releases whatever the value referenced.
+    pub fn btree_remove(&mut self, root: u64, info: TreeInfo, k: u64) -> Result<(u64, Option<Value>)> {
+        if self.btree_lookup(root, info, k)?.is_none() {
+            return Ok((root, None));
+        }
+        let (root_loc, mut g, mut h) = self.shadow(root, info, 0)?;
+        self.collapse_root(root_loc, &mut g, &mut h, info)?;
+        let mut cur = root_loc;
+        for _ in 0..MAX_DEPTH {
+            if !h.internal {
+                let i = node::find(&g, &h, k).ok_or(Error::Corrupt {
+                    block: cur,
+                    what: "key vanished during removal",
+                })?;
+                let mut old = [0u8; MAX_VALUE_SIZE];
+                old[..h.value_size].copy_from_slice(node::value(&g, &h, i));
+                node::delete_at(&mut g, &mut h, i);
+                drop(g);
+                let mut g = self.write(root_loc, crate::block::BlockKind::Node, 0)?;
+                let mut h = node::check(root_loc, &g, info.value_size)?;
+                self.collapse_root(root_loc, &mut g, &mut h, info)?;
+                return Ok((root_loc, Some(old)));
+            }
+            let i = node::lower_bound(&g, &h, k).ok_or(Error::Corrupt {
+                block: cur,
+                what: "key below the first separator of an internal node",
+            })?;
+            let i = self.rebalance_child(cur, &mut g, &mut h, i, info, k)?;
+            let child = node::value64(&g, &h, i);
+            let (cloc, cg, ch) = self.shadow(child, info, cur)?;
+            if cloc != child {
+                node::set_value64(&mut g, &h, i, cloc);
+            }
+            g = cg;
+            h = ch;
+            cur = cloc;
+        }
+        Err(Error::Corrupt {
+            block: root,
+            what: "btree deeper than any valid tree (cycle?)",
+        })
+    }
+
+    /// While the (already shadowed) root is an internal node with one child, pull the child's
+    /// entries up into the root.
+    fn collapse_root(&mut self, root: u64, g: &mut B::Write, h: &mut Header, info: TreeInfo) -> Result<()> {
+        while h.internal && h.nr == 1 {
+            let child = node::value64(g, h, 0);
+            let count = self.meta_count_small(child)?;
+            {
+                let (cg, _ch) = self.read_node(child, info, root)?;
+                g.copy_from_slice(&cg[..]);
+            }
+            *h = node::check(root, g, info.value_size)?;
+            if count > 1 {
+                // The child stays alive elsewhere: the root now holds its own references to
+                // everything the child pointed at.
+                for i in 0..h.nr {
+                    if h.internal {
+                        let c = node::value64(g, h, i);
+                        self.meta_inc(c)?;
+                    } else {
+                        let mut v = [0u8; MAX_VALUE_SIZE];
+                        v[..h.value_size].copy_from_slice(node::value(g, h, i));
+                        self.value_inc(info.values, &v)?;
+                    }
+                }
+            }
+            self.meta_dec(child)?;
+        }
+        Ok(())
+    }
+
+    /// Make sure child `i` of the shadowed node `g` has more than the minimum number of entries,
+    /// merging with or borrowing from a sibling.  Returns the index of the child that now covers
+    /// key `k`.
+    fn rebalance_child(
+        &mut self,
+        parent: u64,
+        g: &mut B::Write,
+        h: &mut Header,
+        i: usize,
+        info: TreeInfo,
+        k: u64,
+    ) -> Result<usize> {
+        let child = node::value64(g, h, i);
+        let cn = {
+            let (_cg, ch) = self.read_node(child, info, parent)?;
+            ch
+        };
+        if cn.nr > cn.min_entries() || h.nr < 2 {
+            return Ok(i);
+        }
+        let (l, r) = if i + 1 < h.nr { (i, i + 1) } else { (i - 1, i) };
+        let lchild = node::value64(g, h, l);
+        let (lloc, mut lg, mut lh) = self.shadow(lchild, info, parent)?;
+        node::set_value64(g, h, l, lloc);
+        let rchild = node::value64(g, h, r);
+        let (rloc, mut rg, mut rh) = self.shadow(rchild, info, parent)?;
+        node::set_value64(g, h, r, rloc);
+        if lh.internal != rh.internal {
+            return Err(Error::Corrupt {
+                block: parent,
+                what: "sibling btree nodes at different depths",
+            });
+        }
+        let total = lh.nr + rh.nr;
+        if total <= lh.max {
+            // Merge right into left; the right node's references move with its entries.
+            node::copy_entries(&mut lg, &lh, lh.nr, &rg, &rh, 0, rh.nr);
+            node::set_nr(&mut lg, &mut lh, total);
+            drop(rg);
+            drop(lg);
+            node::delete_at(g, h, r);
+            self.meta_dec(rloc)?;
+            return Ok(l);
+        }
+        // Redistribute evenly.
+        let target_l = total / 2;
+        if lh.nr < target_l {
+            let n = target_l - lh.nr;
+            node::copy_entries(&mut lg, &lh, lh.nr, &rg, &rh, 0, n);
+            node::set_nr(&mut lg, &mut lh, target_l);
+            node::drop_front(&mut rg, &mut rh, n);
+        } else if lh.nr > target_l {
+            let n = lh.nr - target_l;
+            node::open_front(&mut rg, &mut rh, n);
+            node::copy_entries(&mut rg, &rh, 0, &lg, &lh, target_l, n);
+            node::set_nr(&mut lg, &mut lh, target_l);
+        }
+        let rkey = node::key(&rg, &rh, 0);
+        node::set_key(g, h, r, rkey);
+        Ok(if k >= rkey { r } else { l })
+    }
+}

@@ -1,0 +1,150 @@
+//! The data space map: reference counts of the pool's data blocks.
+//!
+//! Bitmaps are found through an index btree (key = bitmap number, value = `disk_index_entry`);
+//! bitmaps, index tree and ref-count tree all live in metadata blocks and are counted by the
+//! metadata space map.  Unlike the metadata space map there is no recursion: every change here
+//! only allocates or frees *metadata* blocks.
+
+use crate::block::{BlockKind, BlockManager};
+use crate::btree::SM_INDEX_TREE;
+use crate::error::{Error, Result, Space};
+use crate::sm_common::{find_free_pair, CountOp, IndexEntry, SmId, ENTRIES_PER_BITMAP};
+use crate::tm::Tx;
+
+/// Largest data device: mapping values hold the data block in 40 bits.
+pub const MAX_DATA_BLOCKS: u64 = 1 << 40;
+
+/// In-core state of the data space map.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DataSm {
+    /// Blocks covered.
+    pub nr_blocks: u64,
+    /// Blocks with a non-zero count.
+    pub nr_allocated: u64,
+    /// Index btree root.
+    pub index_root: u64,
+    /// Ref-count btree root.
+    pub ref_root: u64,
+    /// Index root of the committed state.
+    pub committed_index_root: u64,
+    /// Blocks covered in the committed state.
+    pub committed_nr_blocks: u64,
+    /// Allocation cursor (forward within a transaction).
+    pub cursor: u64,
+}
+
+impl DataSm {
+    /// Start a new transaction.
+    pub(crate) fn end_transaction(&mut self) {
+        self.committed_index_root = self.index_root;
+        self.committed_nr_blocks = self.nr_blocks;
+        self.cursor = 0;
+    }
+}
+
+impl<B: BlockManager> Tx<B> {
+    pub(crate) fn data_index_get(&mut self, root: u64, i: u64) -> Result<IndexEntry> {
+        match self.btree_lookup(root, SM_INDEX_TREE, i)? {
+            Some(v) => {
+                let ie = IndexEntry::unpack(&v);
+                ie.validate(root, self.msm.nr_blocks)?;
+                Ok(ie)
+            }
+            None => Err(Error::Corrupt {
+                block: root,
+                what: "data space map index has no entry for a bitmap",
+            }),
+        }
+    }
+
+    pub(crate) fn data_index_set(&mut self, i: u64, ie: IndexEntry) -> Result<()> {
+        let (root, _) = self.btree_insert(self.dsm.index_root, SM_INDEX_TREE, i, &ie.to_bytes())?;
+        self.dsm.index_root = root;
+        Ok(())
+    }
+
+    /// Reference count of data block `b`.
+    pub fn data_count(&mut self, b: u64) -> Result<u32> {
+        self.sm_get(SmId::Data, b)
+    }
+
+    /// Increment a data block's count.
+    pub fn data_inc(&mut self, b: u64) -> Result<()> {
+        self.sm_change(SmId::Data, b, CountOp::Inc).map(|_| ())
+    }
+
+    /// Decrement a data block's count.
+    pub fn data_dec(&mut self, b: u64) -> Result<()> {
+        self.sm_change(SmId::Data, b, CountOp::Dec).map(|_| ())
+    }
+
+    /// Allocate a data block (count 1) that is free now and in the committed state.
+    pub fn data_alloc(&mut self) -> Result<u64> {
+        let b = match self.data_find_free(self.dsm.cursor, self.dsm.nr_blocks)? {
+            Some(b) => b,
+            None => self
+                .data_find_free(0, self.dsm.cursor)?
+                .ok_or(Error::NoSpace(Space::Data))?,
+        };
+        self.dsm.cursor = b + 1;
+        self.data_inc(b)?;
+        Ok(b)
+    }
+
+    fn data_find_free(&mut self, begin: u64, end: u64) -> Result<Option<u64>> {
+        let end = core::cmp::min(end, self.dsm.nr_blocks);
+        let committed_bitmaps = self.dsm.committed_nr_blocks.div_ceil(ENTRIES_PER_BITMAP);
+        let mut i = begin / ENTRIES_PER_BITMAP;
+        while i * ENTRIES_PER_BITMAP < end {
+            let ie = self.data_index_get(self.dsm.index_root, i)?;
+            let base = i * ENTRIES_PER_BITMAP;
+            if ie.nr_free > 0 {
+                let start = core::cmp::max(begin.saturating_sub(base), ie.none_free_before as u64);
+                let stop = core::cmp::min(end - base, ENTRIES_PER_BITMAP);
+                let comm_loc = if i < committed_bitmaps {
+                    let c = self.data_index_get(self.dsm.committed_index_root, i)?;
+                    Some(c.blocknr)
+                } else {
+                    None
+                };
+                let cur = self.read(ie.blocknr, BlockKind::Bitmap, 0)?;
+                let comm = match comm_loc {
+                    Some(l) if l != ie.blocknr => Some(self.read(l, BlockKind::Bitmap, 0)?),
+                    _ => None,
+                };
+                if let Some(e) = find_free_pair(&cur, comm.as_deref(), start, stop, &mut |_| false)
+                {
+                    return Ok(Some(base + e));
+                }
+            }
+            i += 1;
+        }
+        Ok(None)
+    }
+
+    /// Grow the data space map to `new_nr` blocks.
+    pub fn data_extend(&mut self, new_nr: u64) -> Result<()> {
+        if new_nr < self.dsm.nr_blocks {
+            return Err(Error::Invalid("the data space map cannot shrink"));
+        }
+        if new_nr > MAX_DATA_BLOCKS {
+            return Err(Error::Invalid("data device larger than 2^40 blocks"));
+        }
+        let old_bitmaps = self.dsm.nr_blocks.div_ceil(ENTRIES_PER_BITMAP);
+        let new_bitmaps = new_nr.div_ceil(ENTRIES_PER_BITMAP);
+        for i in old_bitmaps..new_bitmaps {
+            let b = self.meta_alloc()?;
+            drop(self.bm.new_block(b, BlockKind::Bitmap)?);
+            self.data_index_set(
+                i,
+                IndexEntry {
+                    blocknr: b,
+                    nr_free: ENTRIES_PER_BITMAP as u32,
+                    none_free_before: 0,
+                },
+            )?;
+        }
+        self.dsm.nr_blocks = new_nr;
+        Ok(())
+    }
+}

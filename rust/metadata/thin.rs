@@ -1,0 +1,834 @@
+//! Thin-pool metadata API: what dm-thin-metadata.c offers the pool target.
+//!
+//! [`Pool`] owns a transaction ([`Tx`]) and the in-core superblock.  Every change happens in
+//! the current transaction and becomes durable at [`Pool::commit`].  If an operation fails half
+//! way (I/O error, corruption, metadata exhaustion) the in-core state can no longer be trusted:
+//! the pool refuses further changes and must be reopened, which returns to the last commit —
+//! the kernel does the same by switching the pool to read-only / fail mode.
+
+use crate::block::{le64, BlockKind, BlockManager};
+use crate::btree::{DETAILS_TREE, MAPPING_BOTTOM_TREE, MAPPING_TOP_TREE, REF_COUNT_TREE, SM_INDEX_TREE};
+use crate::btree_node as node;
+use crate::error::{Error, Result, Space};
+use crate::sm_common::{bitmap_set, IndexEntry, SmRoot, ENTRIES_PER_BITMAP};
+use crate::sm_data::DataSm;
+use crate::sm_metadata::{MetaSm, MAX_METADATA_BLOCKS};
+use crate::superblock::{
+    DeviceDetails, Superblock, METADATA_BLOCK_SECTORS, NEEDS_CHECK_FLAG, SUPERBLOCK_LOCATION,
+    SUPERBLOCK_VERSION,
+};
+use crate::tm::Tx;
+
+/// Largest thin device id (24 bits).
+pub const MAX_DEV_ID: u64 = (1 << 24) - 1;
+/// Mapping times are stored in 24 bits.
+pub const TIME_MASK: u32 = 0x00FF_FFFF;
+/// Upper bound of the metadata reserve (blocks hidden from reported free space).
+pub const METADATA_RESERVE_MAX: u64 = 4096;
+/// Smallest metadata device we format.
+pub const MIN_METADATA_BLOCKS: u64 = 32;
+
+/// `(data_block << 24) | time` as stored in bottom-level leaves.
+pub fn pack_block_time(block: u64, time: u32) -> u64 {
+    (block << 24) | (time & TIME_MASK) as u64
+}
+
+/// Split a stored `block_time` value.
+pub fn unpack_block_time(v: &[u8]) -> (u64, u32) {
+    let x = le64(v, 0);
+    (x >> 24, (x as u32) & TIME_MASK)
+}
+
+/// Result of a mapping lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// Data block.
+    pub data_block: u64,
+    /// Time the mapping was made.
+    pub time: u32,
+    /// The block may be shared with a snapshot (`snapshotted_time > time`): writes must break
+    /// sharing.
+    pub shared: bool,
+}
+
+const DETAILS_CACHE: usize = 16;
+
+#[derive(Clone, Copy, Default)]
+struct CachedDetails {
+    id: u64,
+    details: DeviceDetails,
+    valid: bool,
+    dirty: bool,
+}
+
+/// Open thin-pool metadata.
+pub struct Pool<B: BlockManager> {
+    tx: Tx<B>,
+    sb: Superblock,
+    cache: [CachedDetails; DETAILS_CACHE],
+    next_evict: usize,
+    changed: bool,
+    failed: bool,
+    writable: bool,
+}
+
+fn check_dev_id(id: u64) -> Result<()> {
+    if id > MAX_DEV_ID {
+        return Err(Error::Invalid("thin device id does not fit in 24 bits"));
+    }
+    Ok(())
+}
+
+impl<B: BlockManager> Pool<B> {
+    /// True if block 0 holds anything at all (the kernel formats iff it is all zeroes).
+    pub fn is_formatted(bm: &B) -> Result<bool> {
+        let g = bm.read(SUPERBLOCK_LOCATION, BlockKind::Unchecked)?;
+        Ok(g.iter().any(|&b| b != 0))
+    }
+
+    /// Format the device (any previous contents are ignored) and commit an empty pool with a
+    /// zero-sized data space map.
+    pub fn format(bm: B, data_block_size: u32) -> Result<Self> {
+        if data_block_size == 0 {
+            return Err(Error::Invalid("data block size must not be zero"));
+        }
+        let nr = core::cmp::min(bm.nr_blocks(), MAX_METADATA_BLOCKS);
+        if nr < MIN_METADATA_BLOCKS {
+            return Err(Error::Invalid("metadata device too small"));
+        }
+        // Bootstrap layout, as the kernel's: index block 1, metadata ref-count root 2, bitmaps
+        // from 3; blocks 0..=last bitmap are in use.
+        let nbm = nr.div_ceil(ENTRIES_PER_BITMAP);
+        let used = 3 + nbm;
+        let mut msm = MetaSm::new(nr);
+        for i in 0..nbm {
+            let loc = 3 + i;
+            let mut g = bm.new_block(loc, BlockKind::Bitmap)?;
+            let (nr_free, nfb) = if i == 0 {
+                for b in 0..used {
+                    bitmap_set(&mut g, b, 1);
+                }
+                (ENTRIES_PER_BITMAP - used, used)
+            } else {
+                (ENTRIES_PER_BITMAP, 0)
+            };
+            msm.set_index_entry(
+                i,
+                IndexEntry {
+                    blocknr: loc,
+                    nr_free: nr_free as u32,
+                    none_free_before: nfb as u32,
+                },
+            )?;
+        }
+        {
+            let mut g = bm.new_block(2, BlockKind::Node)?;
+            node::init(&mut g, false, REF_COUNT_TREE.value_size);
+        }
+        drop(bm.new_block(1, BlockKind::Index)?);
+        msm.nr_allocated = used;
+        msm.ref_root = 2;
+        msm.index_loc = 1;
+        msm.mark_all_shadowed();
+        let mut tx = Tx {
+            bm,
+            msm,
+            dsm: DataSm::default(),
+        };
+        tx.dsm.index_root = tx.btree_empty(SM_INDEX_TREE)?;
+        tx.dsm.ref_root = tx.btree_empty(REF_COUNT_TREE)?;
+        tx.dsm.committed_index_root = tx.dsm.index_root;
+        let mapping_root = tx.btree_empty(MAPPING_TOP_TREE)?;
+        let details_root = tx.btree_empty(DETAILS_TREE)?;
+        let sb = Superblock {
+            version: SUPERBLOCK_VERSION,
+            mapping_root,
+            details_root,
+            data_block_size,
+            metadata_block_size: METADATA_BLOCK_SECTORS,
+            metadata_nr_blocks: nr,
+            ..Superblock::default()
+        };
+        let mut pool = Pool::from_parts(tx, sb, true);
+        pool.changed = true;
+        pool.commit()?;
+        Ok(pool)
+    }
+
+    /// Open existing metadata.  `data_block_size`, when given, must match the superblock.
+    pub fn open(bm: B, data_block_size: Option<u32>, writable: bool) -> Result<Self> {
+        let sb = {
+            let g = bm.read(SUPERBLOCK_LOCATION, BlockKind::Superblock)?;
+            Superblock::check_magic(&g)?;
+            Superblock::unpack(&g)
+        };
+        sb.check_features(writable)?;
+        if let Some(d) = data_block_size {
+            if d != sb.data_block_size {
+                return Err(Error::BlockSizeMismatch {
+                    on_disk: sb.data_block_size,
+                    requested: d,
+                });
+            }
+        }
+        sb.check_geometry(SUPERBLOCK_LOCATION, bm.nr_blocks())?;
+        let mut msm = MetaSm::new(sb.meta_sm.nr_blocks);
+        msm.nr_allocated = sb.meta_sm.nr_allocated;
+        msm.ref_root = sb.meta_sm.ref_count_root;
+        {
+            let loc = sb.meta_sm.bitmap_root;
+            let g = bm.read(loc, BlockKind::Index)?;
+            msm.read_index(loc, &g)?;
+        }
+        msm.end_transaction(sb.meta_sm.bitmap_root);
+        let dsm = DataSm {
+            nr_blocks: sb.data_sm.nr_blocks,
+            nr_allocated: sb.data_sm.nr_allocated,
+            index_root: sb.data_sm.bitmap_root,
+            ref_root: sb.data_sm.ref_count_root,
+            committed_index_root: sb.data_sm.bitmap_root,
+            committed_nr_blocks: sb.data_sm.nr_blocks,
+            cursor: 0,
+        };
+        let tx = Tx { bm, msm, dsm };
+        Ok(Pool::from_parts(tx, sb, writable))
+    }
+
+    /// Open if block 0 is non-zero, otherwise format (what the pool constructor does).
+    pub fn open_or_format(bm: B, data_block_size: u32) -> Result<Self> {
+        if Self::is_formatted(&bm)? {
+            Self::open(bm, Some(data_block_size), true)
+        } else {
+            Self::format(bm, data_block_size)
+        }
+    }
+
+    fn from_parts(tx: Tx<B>, sb: Superblock, writable: bool) -> Self {
+        Pool {
+            tx,
+            sb,
+            cache: [CachedDetails::default(); DETAILS_CACHE],
+            next_evict: 0,
+            changed: false,
+            failed: false,
+            writable,
+        }
+    }
+
+    /// Give the block manager back (uncommitted changes are lost with the in-core state).
+    pub fn into_block_manager(self) -> B {
+        self.tx.bm
+    }
+
+    /// The block manager.
+    pub fn block_manager(&self) -> &B {
+        &self.tx.bm
+    }
+
+    /// Transaction context, for tools that walk the structures directly.
+    pub fn tx(&mut self) -> &mut Tx<B> {
+        &mut self.tx
+    }
+
+    /// In-core superblock (space-map roots are those of the last commit).
+    pub fn superblock(&self) -> Superblock {
+        self.sb
+    }
+
+    /// True after a failed operation: further changes are refused until reopen.
+    pub fn has_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Run a change; any failure inside poisons the in-core state.
+    fn mutate<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        if self.failed {
+            return Err(Error::Busy("an earlier metadata operation failed; reopen the pool"));
+        }
+        if !self.writable {
+            return Err(Error::Invalid("metadata is open read-only"));
+        }
+        self.changed = true;
+        let r = f(self);
+        if r.is_err() {
+            self.failed = true;
+        }
+        r
+    }
+
+    // ---- device details cache -------------------------------------------------------------
+
+    fn cached(&self, id: u64) -> Option<usize> {
+        self.cache.iter().position(|c| c.valid && c.id == id)
+    }
+
+    fn details_get(&mut self, id: u64) -> Result<Option<DeviceDetails>> {
+        if let Some(i) = self.cached(id) {
+            return Ok(Some(self.cache[i].details));
+        }
+        Ok(self
+            .tx
+            .btree_lookup(self.sb.details_root, DETAILS_TREE, id)?
+            .map(|v| DeviceDetails::unpack(&v)))
+    }
+
+    fn details_put(&mut self, id: u64, d: DeviceDetails) -> Result<()> {
+        let slot = match self.cached(id) {
+            Some(i) => i,
+            None => match self.cache.iter().position(|c| !c.valid) {
+                Some(i) => i,
+                None => {
+                    let i = self.next_evict;
+                    self.next_evict = (i + 1) % DETAILS_CACHE;
+                    self.write_back(i)?;
+                    i
+                }
+            },
+        };
+        self.cache[slot] = CachedDetails {
+            id,
+            details: d,
+            valid: true,
+            dirty: true,
+        };
+        Ok(())
+    }
+
+    fn write_back(&mut self, i: usize) -> Result<()> {
+        let c = self.cache[i];
+        if c.valid && c.dirty {
+            let (root, _) = self.tx.btree_insert(
+                self.sb.details_root,
+                DETAILS_TREE,
+                c.id,
+                &c.details.to_bytes(),
+            )?;
+            self.sb.details_root = root;
+            self.cache[i].dirty = false;
+        }
+        Ok(())
+    }
+
+    fn details_flush(&mut self) -> Result<()> {
+        for i in 0..DETAILS_CACHE {
+            self.write_back(i)?;
+        }
+        Ok(())
+    }
+
+    fn any_dirty_details(&self) -> bool {
+        self.cache.iter().any(|c| c.valid && c.dirty)
+    }
+
+    fn dev_root(&self, id: u64) -> Result<u64> {
+        match self.tx.btree_lookup(self.sb.mapping_root, MAPPING_TOP_TREE, id)? {
+            Some(v) => Ok(le64(&v, 0)),
+            None => Err(Error::Corrupt {
+                block: self.sb.mapping_root,
+                what: "device has details but no mapping tree",
+            }),
+        }
+    }
+
+    /// Root of `id`'s bottom tree, made safe to modify: the top-level path to it is shadowed
+    /// first, so that if that path was shared (metadata snapshot) the bottom root gains its
+    /// extra reference *before* the bottom tree is copied-on-write.  Updating the bottom tree
+    /// first would see a count of 1 and wrongly modify or free a block the snapshot still uses.
+    fn dev_root_for_write(&mut self, id: u64) -> Result<u64> {
+        let root = self.dev_root(id)?;
+        let (mr, _) =
+            self.tx
+                .btree_insert(self.sb.mapping_root, MAPPING_TOP_TREE, id, &root.to_le_bytes())?;
+        self.sb.mapping_root = mr;
+        Ok(root)
+    }
+
+    fn set_dev_root(&mut self, id: u64, old: u64, new: u64) -> Result<()> {
+        if old != new {
+            let (root, _) =
+                self.tx
+                    .btree_insert(self.sb.mapping_root, MAPPING_TOP_TREE, id, &new.to_le_bytes())?;
+            self.sb.mapping_root = root;
+        }
+        Ok(())
+    }
+
+    // ---- thin devices ---------------------------------------------------------------------
+
+    /// Does thin device `id` exist?
+    pub fn device_exists(&mut self, id: u64) -> Result<bool> {
+        Ok(self.details_get(id)?.is_some())
+    }
+
+    /// Details of thin device `id`.
+    pub fn device_details(&mut self, id: u64) -> Result<DeviceDetails> {
+        self.details_get(id)?.ok_or(Error::NoDevice(id))
+    }
+
+    /// Create an empty thin device.
+    pub fn create_thin(&mut self, id: u64) -> Result<()> {
+        check_dev_id(id)?;
+        if self.details_get(id)?.is_some() {
+            return Err(Error::DeviceExists(id));
+        }
+        self.mutate(|p| {
+            let root = p.tx.btree_empty(MAPPING_BOTTOM_TREE)?;
+            let (mr, _) =
+                p.tx.btree_insert(p.sb.mapping_root, MAPPING_TOP_TREE, id, &root.to_le_bytes())?;
+            p.sb.mapping_root = mr;
+            let t = p.sb.time;
+            p.details_put(
+                id,
+                DeviceDetails {
+                    mapped_blocks: 0,
+                    transaction_id: p.sb.trans_id,
+                    creation_time: t,
+                    snapshotted_time: t,
+                },
+            )
+        })
+    }
+
+    /// Create `id` as a snapshot of `origin`: O(1), the mapping tree is shared.
+    pub fn create_snap(&mut self, id: u64, origin: u64) -> Result<()> {
+        check_dev_id(id)?;
+        if self.details_get(id)?.is_some() {
+            return Err(Error::DeviceExists(id));
+        }
+        let mut od = self.details_get(origin)?.ok_or(Error::NoDevice(origin))?;
+        let time = self
+            .sb
+            .time
+            .checked_add(1)
+            .ok_or(Error::Invalid("snapshot time overflow"))?;
+        self.mutate(|p| {
+            let root = p.dev_root(origin)?;
+            p.tx.meta_inc(root)?;
+            let (mr, _) =
+                p.tx.btree_insert(p.sb.mapping_root, MAPPING_TOP_TREE, id, &root.to_le_bytes())?;
+            p.sb.mapping_root = mr;
+            p.sb.time = time;
+            od.snapshotted_time = time;
+            p.details_put(origin, od)?;
+            p.details_put(
+                id,
+                DeviceDetails {
+                    mapped_blocks: od.mapped_blocks,
+                    transaction_id: p.sb.trans_id,
+                    creation_time: time,
+                    snapshotted_time: time,
+                },
+            )
+        })
+    }
+
+    /// Delete a thin device, releasing every block only it used.
+    pub fn delete_thin(&mut self, id: u64) -> Result<()> {
+        if self.details_get(id)?.is_none() {
+            return Err(Error::NoDevice(id));
+        }
+        self.mutate(|p| {
+            if let Some(i) = p.cached(id) {
+                p.cache[i].valid = false;
+            }
+            let (dr, _) = p.tx.btree_remove(p.sb.details_root, DETAILS_TREE, id)?;
+            p.sb.details_root = dr;
+            let (mr, old) = p.tx.btree_remove(p.sb.mapping_root, MAPPING_TOP_TREE, id)?;
+            p.sb.mapping_root = mr;
+            let old = old.ok_or(Error::Corrupt {
+                block: mr,
+                what: "device has details but no mapping tree",
+            })?;
+            p.tx.dec_tree(le64(&old, 0), MAPPING_BOTTOM_TREE, 0)
+        })
+    }
+
+    /// Overwrite a device's details (restore tools).
+    pub fn set_device_details(&mut self, id: u64, d: DeviceDetails) -> Result<()> {
+        if self.details_get(id)?.is_none() {
+            return Err(Error::NoDevice(id));
+        }
+        self.mutate(|p| p.details_put(id, d))
+    }
+
+    /// Visit every device in id order.
+    pub fn for_each_device(
+        &mut self,
+        f: &mut dyn FnMut(u64, DeviceDetails) -> Result<bool>,
+    ) -> Result<()> {
+        if self.any_dirty_details() {
+            self.mutate(|p| p.details_flush())?;
+        }
+        self.tx
+            .btree_walk(self.sb.details_root, DETAILS_TREE, &mut |k, v| {
+                f(k, DeviceDetails::unpack(v))
+            })
+    }
+
+    // ---- mappings -------------------------------------------------------------------------
+
+    /// Look up virtual block `vblock` of device `id`.
+    pub fn lookup(&mut self, id: u64, vblock: u64) -> Result<Option<Mapping>> {
+        let d = self.details_get(id)?.ok_or(Error::NoDevice(id))?;
+        let root = self.dev_root(id)?;
+        Ok(self
+            .tx
+            .btree_lookup(root, MAPPING_BOTTOM_TREE, vblock)?
+            .map(|v| {
+                let (data_block, time) = unpack_block_time(&v);
+                Mapping {
+                    data_block,
+                    time,
+                    shared: d.snapshotted_time > time,
+                }
+            }))
+    }
+
+    /// Allocate a data block (count 1) for a following [`Pool::insert`].
+    pub fn alloc_data_block(&mut self) -> Result<u64> {
+        if self.failed {
+            return Err(Error::Busy("an earlier metadata operation failed; reopen the pool"));
+        }
+        // Out of data space is reported before anything changes, so it does not poison.
+        match self.tx.data_alloc() {
+            Err(Error::NoSpace(Space::Data)) => Err(Error::NoSpace(Space::Data)),
+            r => {
+                self.changed = true;
+                if r.is_err() {
+                    self.failed = true;
+                }
+                r
+            }
+        }
+    }
+
+    /// Map `vblock` of `id` to `data_block`, stamped with the current time.  The mapping takes
+    /// over one reference to `data_block` (from [`Pool::alloc_data_block`]); a replaced mapping
+    /// releases its block.
+    pub fn insert(&mut self, id: u64, vblock: u64, data_block: u64) -> Result<()> {
+        let t = self.sb.time;
+        self.insert_with_time(id, vblock, data_block, t)
+    }
+
+    /// [`Pool::insert`] with an explicit mapping time (restore tools).
+    pub fn insert_with_time(&mut self, id: u64, vblock: u64, data_block: u64, time: u32) -> Result<()> {
+        let mut d = self.details_get(id)?.ok_or(Error::NoDevice(id))?;
+        if data_block >= self.tx.dsm.nr_blocks {
+            return Err(Error::Invalid("data block beyond the end of the data device"));
+        }
+        self.mutate(|p| {
+            let root = p.dev_root_for_write(id)?;
+            let v = pack_block_time(data_block, time).to_le_bytes();
+            let (nr, old) = p.tx.btree_insert(root, MAPPING_BOTTOM_TREE, vblock, &v)?;
+            p.set_dev_root(id, root, nr)?;
+            match old {
+                Some(old) => p.tx.data_dec(unpack_block_time(&old).0),
+                None => {
+                    d.mapped_blocks += 1;
+                    p.details_put(id, d)
+                }
+            }
+        })
+    }
+
+    /// Unmap `vblock`; returns whether it was mapped.
+    pub fn remove(&mut self, id: u64, vblock: u64) -> Result<bool> {
+        let d = self.details_get(id)?.ok_or(Error::NoDevice(id))?;
+        let root = self.dev_root(id)?;
+        if self.tx.btree_lookup(root, MAPPING_BOTTOM_TREE, vblock)?.is_none() {
+            return Ok(false);
+        }
+        self.mutate(|p| p.remove_mapped(id, d, vblock))?;
+        Ok(true)
+    }
+
+    fn remove_mapped(&mut self, id: u64, mut d: DeviceDetails, vblock: u64) -> Result<()> {
+        let root = self.dev_root_for_write(id)?;
+        let (nr, old) = self.tx.btree_remove(root, MAPPING_BOTTOM_TREE, vblock)?;
+        self.set_dev_root(id, root, nr)?;
+        if let Some(old) = old {
+            self.tx.data_dec(unpack_block_time(&old).0)?;
+            d.mapped_blocks = d.mapped_blocks.saturating_sub(1);
+            self.details_put(id, d)?;
+        }
+        Ok(())
+    }
+
+    /// Unmap every block in `[begin, end)`; returns how many were mapped.
+    pub fn remove_range(&mut self, id: u64, begin: u64, end: u64) -> Result<u64> {
+        self.details_get(id)?.ok_or(Error::NoDevice(id))?;
+        let mut count = 0;
+        let mut next = begin;
+        while next < end {
+            let root = self.dev_root(id)?;
+            let k = match self.tx.btree_next(root, MAPPING_BOTTOM_TREE, next)? {
+                Some((k, _)) if k < end => k,
+                _ => break,
+            };
+            let d = self.device_details(id)?;
+            self.mutate(|p| p.remove_mapped(id, d, k))?;
+            count += 1;
+            next = match k.checked_add(1) {
+                Some(n) => n,
+                None => break,
+            };
+        }
+        Ok(count)
+    }
+
+    /// Visit the mappings of `id` in order: `(virtual block, data block, time)`.
+    pub fn for_each_mapping(
+        &mut self,
+        id: u64,
+        f: &mut dyn FnMut(u64, u64, u32) -> Result<bool>,
+    ) -> Result<()> {
+        self.details_get(id)?.ok_or(Error::NoDevice(id))?;
+        let root = self.dev_root(id)?;
+        self.tx.btree_walk(root, MAPPING_BOTTOM_TREE, &mut |k, v| {
+            let (b, t) = unpack_block_time(v);
+            f(k, b, t)
+        })
+    }
+
+    /// Highest mapped virtual block of `id`.
+    pub fn highest_mapped(&mut self, id: u64) -> Result<Option<u64>> {
+        self.details_get(id)?.ok_or(Error::NoDevice(id))?;
+        let root = self.dev_root(id)?;
+        self.tx.btree_last_key(root, MAPPING_BOTTOM_TREE)
+    }
+
+    // ---- superblock fields ----------------------------------------------------------------
+
+    /// Current transaction id.
+    pub fn transaction_id(&self) -> u64 {
+        self.sb.trans_id
+    }
+
+    /// Compare-and-swap the transaction id.
+    pub fn set_transaction_id(&mut self, current: u64, new: u64) -> Result<()> {
+        if current != self.sb.trans_id {
+            return Err(Error::Invalid("mismatched transaction id"));
+        }
+        self.mutate(|p| {
+            p.sb.trans_id = new;
+            Ok(())
+        })
+    }
+
+    /// Snapshot clock.
+    pub fn time(&self) -> u32 {
+        self.sb.time
+    }
+
+    /// Set the snapshot clock (restore tools).
+    pub fn set_time(&mut self, time: u32) -> Result<()> {
+        self.mutate(|p| {
+            p.sb.time = time;
+            Ok(())
+        })
+    }
+
+    /// Data block size in sectors.
+    pub fn data_block_size(&self) -> u32 {
+        self.sb.data_block_size
+    }
+
+    /// needs_check flag.
+    pub fn needs_check(&self) -> bool {
+        self.sb.flags & NEEDS_CHECK_FLAG != 0
+    }
+
+    /// Set or clear needs_check (durable at the next commit).
+    pub fn set_needs_check(&mut self, on: bool) -> Result<()> {
+        self.mutate(|p| {
+            if on {
+                p.sb.flags |= NEEDS_CHECK_FLAG;
+            } else {
+                p.sb.flags &= !NEEDS_CHECK_FLAG;
+            }
+            Ok(())
+        })
+    }
+
+    // ---- metadata snapshot ----------------------------------------------------------------
+
+    /// Block of the held metadata snapshot, if any.
+    pub fn held_root(&self) -> Option<u64> {
+        (self.sb.held_root != 0).then_some(self.sb.held_root)
+    }
+
+    /// Commit, then take a metadata snapshot (a superblock copy sharing both trees).
+    pub fn reserve_metadata_snap(&mut self) -> Result<u64> {
+        if self.sb.held_root != 0 {
+            return Err(Error::Busy("a metadata snapshot is already held"));
+        }
+        self.commit()?;
+        self.mutate(|p| {
+            let h = p.tx.meta_alloc()?;
+            {
+                let mut copy = p.sb;
+                copy.data_sm = SmRoot::default();
+                copy.meta_sm = SmRoot::default();
+                let mut g = p.tx.bm.new_block(h, BlockKind::Superblock)?;
+                copy.pack(&mut g);
+            }
+            p.tx.meta_inc(p.sb.mapping_root)?;
+            p.tx.meta_inc(p.sb.details_root)?;
+            p.sb.held_root = h;
+            Ok(h)
+        })
+    }
+
+    /// Drop the metadata snapshot.
+    pub fn release_metadata_snap(&mut self) -> Result<()> {
+        let h = self.sb.held_root;
+        if h == 0 {
+            return Err(Error::Invalid("no metadata snapshot is held"));
+        }
+        self.mutate(|p| {
+            let copy = {
+                let g = p.tx.read(h, BlockKind::Superblock, SUPERBLOCK_LOCATION)?;
+                Superblock::check_magic(&g)?;
+                Superblock::unpack(&g)
+            };
+            p.tx.dec_tree(copy.mapping_root, MAPPING_TOP_TREE, 0)?;
+            p.tx.dec_tree(copy.details_root, DETAILS_TREE, 0)?;
+            p.tx.meta_dec(h)?;
+            p.sb.held_root = 0;
+            Ok(())
+        })
+    }
+
+    // ---- space accounting -----------------------------------------------------------------
+
+    /// Data space map size in blocks.
+    pub fn data_nr_blocks(&self) -> u64 {
+        self.tx.dsm.nr_blocks
+    }
+
+    /// Free data blocks.
+    pub fn data_free_blocks(&self) -> u64 {
+        self.tx.dsm.nr_blocks.saturating_sub(self.tx.dsm.nr_allocated)
+    }
+
+    /// Metadata space map size in blocks.
+    pub fn metadata_nr_blocks(&self) -> u64 {
+        self.tx.msm.nr_blocks
+    }
+
+    /// Free metadata blocks, reserve included.
+    pub fn metadata_free_blocks_raw(&self) -> u64 {
+        self.tx.msm.nr_blocks.saturating_sub(self.tx.msm.nr_allocated)
+    }
+
+    /// Metadata reserve: min(4096, nr_blocks / 10), kept back so a commit can always finish.
+    pub fn metadata_reserve(&self) -> u64 {
+        core::cmp::min(METADATA_RESERVE_MAX, self.tx.msm.nr_blocks / 10)
+    }
+
+    /// Free metadata blocks as the pool reports them (reserve excluded, floored at 0).
+    pub fn metadata_free_blocks(&self) -> u64 {
+        self.metadata_free_blocks_raw()
+            .saturating_sub(self.metadata_reserve())
+    }
+
+    /// Reference count of a data block.
+    pub fn data_block_count(&mut self, b: u64) -> Result<u32> {
+        self.tx.data_count(b)
+    }
+
+    /// Add a reference to a data block (restore tools).
+    pub fn inc_data_block(&mut self, b: u64) -> Result<()> {
+        if b >= self.tx.dsm.nr_blocks {
+            return Err(Error::Invalid("data block beyond the end of the data device"));
+        }
+        self.mutate(|p| p.tx.data_inc(b))
+    }
+
+    /// Reference count of a metadata block.
+    pub fn metadata_block_count(&mut self, b: u64) -> Result<u32> {
+        self.tx.meta_count(b)
+    }
+
+    /// Grow the data space map.
+    pub fn resize_data(&mut self, new_nr: u64) -> Result<()> {
+        if new_nr < self.tx.dsm.nr_blocks {
+            return Err(Error::Invalid("the data device cannot shrink"));
+        }
+        if new_nr == self.tx.dsm.nr_blocks {
+            return Ok(());
+        }
+        self.mutate(|p| p.tx.data_extend(new_nr))
+    }
+
+    /// Grow the metadata space map (the device must already have grown).
+    pub fn resize_metadata(&mut self, new_nr: u64) -> Result<()> {
+        let new_nr = core::cmp::min(new_nr, MAX_METADATA_BLOCKS);
+        if new_nr < self.tx.msm.nr_blocks {
+            return Err(Error::Invalid("the metadata device cannot shrink"));
+        }
+        if new_nr > self.tx.bm.nr_blocks() {
+            return Err(Error::Invalid("metadata device is smaller than the requested size"));
+        }
+        if new_nr == self.tx.msm.nr_blocks {
+            return Ok(());
+        }
+        self.mutate(|p| p.tx.meta_extend(new_nr))
+    }
+
+    // ---- commit ---------------------------------------------------------------------------
+
+    /// Make the current transaction durable, in dm-thin's order: flush the data device; write
+    /// the details and the metadata space map index; write every dirty block and flush; then
+    /// write the superblock and flush again.  A crash before the superblock write leaves the
+    /// previous commit intact, because nothing it references was modified in place.
+    pub fn commit(&mut self) -> Result<()> {
+        if self.failed {
+            return Err(Error::Busy("an earlier metadata operation failed; reopen the pool"));
+        }
+        if !self.changed {
+            return Ok(());
+        }
+        let r = self.commit_inner();
+        if r.is_err() {
+            self.failed = true;
+        }
+        r
+    }
+
+    fn commit_inner(&mut self) -> Result<()> {
+        self.tx.bm.flush_data()?;
+        self.details_flush()?;
+        let old_index = self.tx.msm.index_loc;
+        let new_index = if self.tx.msm.committed {
+            let n = self.tx.meta_alloc()?;
+            self.tx.meta_dec(old_index)?;
+            n
+        } else {
+            old_index
+        };
+        self.tx.meta_write_index(new_index)?;
+        self.tx.bm.flush()?;
+        self.sb.data_sm = SmRoot {
+            nr_blocks: self.tx.dsm.nr_blocks,
+            nr_allocated: self.tx.dsm.nr_allocated,
+            bitmap_root: self.tx.dsm.index_root,
+            ref_count_root: self.tx.dsm.ref_root,
+        };
+        self.sb.meta_sm = SmRoot {
+            nr_blocks: self.tx.msm.nr_blocks,
+            nr_allocated: self.tx.msm.nr_allocated,
+            bitmap_root: new_index,
+            ref_count_root: self.tx.msm.ref_root,
+        };
+        self.sb.version = SUPERBLOCK_VERSION;
+        {
+            let mut g = self.tx.bm.new_block(SUPERBLOCK_LOCATION, BlockKind::Superblock)?;
+            self.sb.pack(&mut g);
+        }
+        self.tx.bm.flush()?;
+        self.tx.end_transaction(new_index);
+        self.changed = false;
+        Ok(())
+    }
+}

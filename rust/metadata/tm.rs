@@ -1,0 +1,184 @@
+//! Transaction manager: the context every tree and space-map operation runs in.
+//!
+//! It owns the block manager and both space maps and implements copy-on-write ("shadowing"):
+//! a node that is part of the committed state, or shared by several parents, is never modified
+//! in place; the first modification in a transaction copies it to a newly allocated block.  A
+//! block may be written in place iff it was unused in the committed state and its count is 1,
+//! which needs no in-core set of shadowed blocks (and hence no heap).
+
+use crate::block::{BlockKind, BlockManager};
+use crate::btree::{TreeInfo, ValueKind, MAX_DEPTH};
+use crate::btree_node::{self as node, Header};
+use crate::error::{Error, Result};
+use crate::sm_data::DataSm;
+use crate::sm_metadata::MetaSm;
+
+/// Transaction context: block manager plus both space maps.
+pub struct Tx<B: BlockManager> {
+    /// The platform's block manager.
+    pub bm: B,
+    /// Metadata space map.
+    pub msm: MetaSm,
+    /// Data space map.
+    pub dsm: DataSm,
+}
+
+impl<B: BlockManager> Tx<B> {
+    /// Range-checked validated read; `from` names the block the reference came from.
+    pub fn read(&self, loc: u64, kind: BlockKind, from: u64) -> Result<B::Read> {
+        self.check_loc(loc, from)?;
+        self.bm.read(loc, kind)
+    }
+
+    /// Range-checked write access (caller knows the block may be modified in place).
+    pub fn write(&self, loc: u64, kind: BlockKind, from: u64) -> Result<B::Write> {
+        self.check_loc(loc, from)?;
+        self.bm.write(loc, kind)
+    }
+
+    fn check_loc(&self, loc: u64, from: u64) -> Result<()> {
+        if loc >= self.msm.nr_blocks || loc >= self.bm.nr_blocks() {
+            return Err(Error::OutOfBounds {
+                block: loc,
+                referenced_from: from,
+            });
+        }
+        Ok(())
+    }
+
+    /// Read and validate a btree node.
+    pub fn read_node(&self, loc: u64, info: TreeInfo, from: u64) -> Result<(B::Read, Header)> {
+        let g = self.read(loc, BlockKind::Node, from)?;
+        let h = node::check(loc, &g, info.value_size)?;
+        Ok((g, h))
+    }
+
+    /// Allocate and initialise an empty node.
+    pub fn new_node(&mut self, internal: bool, value_size: usize) -> Result<(u64, B::Write, Header)> {
+        let loc = self.meta_alloc()?;
+        let mut g = self.bm.new_block(loc, BlockKind::Node)?;
+        let h = node::init(&mut g, internal, value_size);
+        Ok((loc, g, h))
+    }
+
+    /// An empty tree: one empty leaf.
+    pub fn btree_empty(&mut self, info: TreeInfo) -> Result<u64> {
+        let (loc, _g, _h) = self.new_node(false, info.value_size)?;
+        Ok(loc)
+    }
+
+    /// Make node `loc` writable in this transaction.  Returns its (possibly new) location, a
+    /// write guard and the header.  When the old node was shared, everything it points to gains
+    /// a reference (the copy is a new parent); the old node loses the reference the caller's
+    /// pointer held.
+    pub fn shadow(&mut self, loc: u64, info: TreeInfo, from: u64) -> Result<(u64, B::Write, Header)> {
+        self.check_loc(loc, from)?;
+        let count = self.meta_count_small(loc)?;
+        if count == 0 {
+            return Err(Error::Corrupt {
+                block: loc,
+                what: "btree node in use but its reference count is 0",
+            });
+        }
+        if count == 1 && !self.meta_committed_in_use(loc)? {
+            let g = self.bm.write(loc, BlockKind::Node)?;
+            let h = node::check(loc, &g, info.value_size)?;
+            return Ok((loc, g, h));
+        }
+        let new = self.meta_alloc()?;
+        let (mut g, h) = {
+            let (old, h) = self.read_node(loc, info, from)?;
+            let mut g = self.bm.new_block(new, BlockKind::Node)?;
+            g.copy_from_slice(&old[..]);
+            (g, h)
+        };
+        if count > 1 {
+            self.inc_children(&mut g, &h, info)?;
+        }
+        self.meta_dec(loc)?;
+        Ok((new, g, h))
+    }
+
+    /// Add a reference to everything node `g` points to.
+    fn inc_children(&mut self, g: &mut B::Write, h: &Header, info: TreeInfo) -> Result<()> {
+        for i in 0..h.nr {
+            if h.internal {
+                let child = node::value64(g, h, i);
+                self.meta_inc(child)?;
+            } else {
+                let mut v = [0u8; node::MAX_VALUE_SIZE];
+                v[..h.value_size].copy_from_slice(node::value(g, h, i));
+                self.value_inc(info.values, &v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Add a reference held by a leaf value.
+    pub fn value_inc(&mut self, kind: ValueKind, v: &[u8]) -> Result<()> {
+        match kind {
+            ValueKind::Plain => Ok(()),
+            ValueKind::DataBlockTime => self.data_inc(crate::thin::unpack_block_time(v).0),
+            ValueKind::SubtreeRoot => self.meta_inc(crate::block::le64(v, 0)),
+        }
+    }
+
+    /// Drop a reference held by a leaf value (may free a whole bottom-level tree).
+    pub fn value_dec(&mut self, kind: ValueKind, v: &[u8], depth: usize) -> Result<()> {
+        match kind {
+            ValueKind::Plain => Ok(()),
+            ValueKind::DataBlockTime => self.data_dec(crate::thin::unpack_block_time(v).0),
+            ValueKind::SubtreeRoot => self.dec_tree(
+                crate::block::le64(v, 0),
+                crate::btree::MAPPING_BOTTOM_TREE,
+                depth + 1,
+            ),
+        }
+    }
+
+    /// Drop one reference to the tree rooted at `root`; when the last reference goes, release
+    /// everything it points to.  The node's own count is dropped last, so it cannot be reused
+    /// while its children are still being read.
+    pub fn dec_tree(&mut self, root: u64, info: TreeInfo, depth: usize) -> Result<()> {
+        if depth > 2 * MAX_DEPTH {
+            return Err(Error::Corrupt {
+                block: root,
+                what: "btree deeper than any valid tree (cycle?)",
+            });
+        }
+        let count = self.meta_count_small(root)?;
+        if count == 0 {
+            return Err(Error::Corrupt {
+                block: root,
+                what: "btree node in use but its reference count is 0",
+            });
+        }
+        if count == 1 {
+            let (internal, nr) = {
+                let (_g, h) = self.read_node(root, info, root)?;
+                (h.internal, h.nr)
+            };
+            for i in 0..nr {
+                let mut v = [0u8; node::MAX_VALUE_SIZE];
+                let vs = {
+                    let (g, h) = self.read_node(root, info, root)?;
+                    v[..h.value_size].copy_from_slice(node::value(&g, &h, i));
+                    h.value_size
+                };
+                if internal {
+                    let child = crate::block::le64(&v, 0);
+                    self.dec_tree(child, info, depth + 1)?;
+                } else {
+                    self.value_dec(info.values, &v[..vs], depth)?;
+                }
+            }
+        }
+        self.meta_dec(root)
+    }
+
+    /// Begin the next transaction after a commit.
+    pub(crate) fn end_transaction(&mut self, index_loc: u64) {
+        self.msm.end_transaction(index_loc);
+        self.dsm.end_transaction();
+    }
+}

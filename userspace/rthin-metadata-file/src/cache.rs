@@ -1,0 +1,272 @@
+//! Write-back block cache implementing the engine's `BlockManager` contract.
+//!
+//! Buffers are shared `Rc<Block>`: a read guard is a clone of the `Rc`; a write guard
+//! takes the buffer out of the cache (copying it if readers still hold it) and puts it back,
+//! dirty, when dropped.  A block that is checked out for writing cannot be read or written again
+//! until then — the engine never does that, and the cache reports it as an error if it did.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
+use std::rc::Rc;
+
+use rthin_metadata::block::{seal, verify};
+use rthin_metadata::{Block, BlockKind, BlockManager, Error, Result, BLOCK_SIZE};
+
+use crate::disk::Disk;
+
+struct Entry {
+    /// `None` while checked out by a write guard.
+    data: Option<Rc<Block>>,
+    kind: BlockKind,
+    dirty: bool,
+}
+
+/// Counters for benchmarks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CacheStats {
+    /// Blocks read from the disk.
+    pub disk_reads: u64,
+    /// Blocks written to the disk.
+    pub disk_writes: u64,
+    /// Flushes issued.
+    pub flushes: u64,
+}
+
+struct Inner<D: Disk> {
+    disk: D,
+    cache: HashMap<u64, Entry>,
+    stats: CacheStats,
+}
+
+/// Block manager: a cache in front of a [`Disk`].
+pub struct CachedBm<D: Disk> {
+    inner: Rc<RefCell<Inner<D>>>,
+}
+
+/// Read guard.
+pub struct ReadGuard {
+    data: Rc<Block>,
+}
+
+impl Deref for ReadGuard {
+    type Target = Block;
+    fn deref(&self) -> &Block {
+        &self.data
+    }
+}
+
+/// Write guard; returns the buffer to the cache as dirty on drop.
+pub struct WriteGuard<D: Disk> {
+    data: Option<Box<Block>>,
+    loc: u64,
+    inner: Rc<RefCell<Inner<D>>>,
+}
+
+impl<D: Disk> Deref for WriteGuard<D> {
+    type Target = Block;
+    fn deref(&self) -> &Block {
+        self.data.as_deref().expect("write guard holds its buffer until dropped")
+    }
+}
+
+impl<D: Disk> DerefMut for WriteGuard<D> {
+    fn deref_mut(&mut self) -> &mut Block {
+        self.data.as_deref_mut().expect("write guard holds its buffer until dropped")
+    }
+}
+
+impl<D: Disk> Drop for WriteGuard<D> {
+    fn drop(&mut self) {
+        if let Some(data) = self.data.take() {
+            let mut inner = self.inner.borrow_mut();
+            if let Some(e) = inner.cache.get_mut(&self.loc) {
+                e.data = Some(Rc::from(data));
+                e.dirty = true;
+            }
+        }
+    }
+}
+
+fn busy(loc: u64) -> Error {
+    Error::Corrupt {
+        block: loc,
+        what: "block accessed while checked out for writing (engine bug)",
+    }
+}
+
+impl<D: Disk> CachedBm<D> {
+    /// Wrap a disk.
+    pub fn new(disk: D) -> CachedBm<D> {
+        CachedBm {
+            inner: Rc::new(RefCell::new(Inner {
+                disk,
+                cache: HashMap::new(),
+                stats: CacheStats::default(),
+            })),
+        }
+    }
+
+    /// Run `f` on the underlying disk.
+    pub fn with_disk<T>(&self, f: impl FnOnce(&mut D) -> T) -> T {
+        f(&mut self.inner.borrow_mut().disk)
+    }
+
+    /// Drop every cached block, including dirty ones (simulates losing the in-core state).
+    pub fn discard_cache(&self) {
+        self.inner.borrow_mut().cache.clear();
+    }
+
+    /// Take the disk out.
+    pub fn into_disk(self) -> D {
+        match Rc::try_unwrap(self.inner) {
+            Ok(cell) => cell.into_inner().disk,
+            Err(_) => panic!("block manager still has outstanding guards"),
+        }
+    }
+
+    /// I/O counters.
+    pub fn stats(&self) -> CacheStats {
+        self.inner.borrow().stats
+    }
+
+    /// Number of cached blocks.
+    pub fn cached_blocks(&self) -> usize {
+        self.inner.borrow().cache.len()
+    }
+
+    fn load(&self, loc: u64, kind: BlockKind) -> Result<Rc<Block>> {
+        let mut inner = self.inner.borrow_mut();
+        if loc >= inner.disk.nr_blocks() {
+            return Err(Error::Io { block: loc });
+        }
+        if let Some(e) = inner.cache.get_mut(&loc) {
+            let data = e.data.clone().ok_or(busy(loc))?;
+            if kind != BlockKind::Unchecked && e.kind != kind {
+                if e.dirty && e.kind != BlockKind::Unchecked {
+                    // Written as one type, now read as another: a dangling pointer.
+                    return Err(Error::Checksum { block: loc, kind });
+                }
+                verify(kind, loc, &data)?;
+                e.kind = kind;
+            }
+            return Ok(data);
+        }
+        let mut buf = [0u8; BLOCK_SIZE];
+        inner
+            .disk
+            .read_block(loc, &mut buf)
+            .map_err(|_| Error::Io { block: loc })?;
+        inner.stats.disk_reads += 1;
+        verify(kind, loc, &buf)?;
+        let data = Rc::new(buf);
+        inner.cache.insert(
+            loc,
+            Entry {
+                data: Some(data.clone()),
+                kind,
+                dirty: false,
+            },
+        );
+        Ok(data)
+    }
+
+    fn checkout(&self, loc: u64, kind: BlockKind, fresh: bool) -> Result<WriteGuard<D>> {
+        let data = if fresh {
+            let mut inner = self.inner.borrow_mut();
+            if loc >= inner.disk.nr_blocks() {
+                return Err(Error::Io { block: loc });
+            }
+            if let Some(e) = inner.cache.get(&loc) {
+                if e.data.is_none() {
+                    return Err(busy(loc));
+                }
+            }
+            inner.cache.insert(
+                loc,
+                Entry {
+                    data: None,
+                    kind,
+                    dirty: true,
+                },
+            );
+            Box::new([0u8; BLOCK_SIZE])
+        } else {
+            let rc = self.load(loc, kind)?;
+            let mut inner = self.inner.borrow_mut();
+            let e = inner.cache.get_mut(&loc).ok_or(busy(loc))?;
+            e.data = None;
+            e.kind = kind;
+            e.dirty = true;
+            match Rc::try_unwrap(rc) {
+                Ok(b) => Box::new(b),
+                Err(shared) => Box::new(*shared),
+            }
+        };
+        Ok(WriteGuard {
+            data: Some(data),
+            loc,
+            inner: self.inner.clone(),
+        })
+    }
+}
+
+impl<D: Disk> BlockManager for CachedBm<D> {
+    type Read = ReadGuard;
+    type Write = WriteGuard<D>;
+
+    fn nr_blocks(&self) -> u64 {
+        self.inner.borrow().disk.nr_blocks()
+    }
+
+    fn read(&self, loc: u64, kind: BlockKind) -> Result<ReadGuard> {
+        Ok(ReadGuard {
+            data: self.load(loc, kind)?,
+        })
+    }
+
+    fn write(&self, loc: u64, kind: BlockKind) -> Result<WriteGuard<D>> {
+        self.checkout(loc, kind, false)
+    }
+
+    fn new_block(&self, loc: u64, kind: BlockKind) -> Result<WriteGuard<D>> {
+        self.checkout(loc, kind, true)
+    }
+
+    fn flush(&self) -> Result<()> {
+        let mut inner = self.inner.borrow_mut();
+        let mut dirty: Vec<u64> = inner
+            .cache
+            .iter()
+            .filter(|(_, e)| e.dirty)
+            .map(|(&l, _)| l)
+            .collect();
+        dirty.sort_unstable();
+        for loc in dirty {
+            let (kind, mut rc) = {
+                let e = inner.cache.get_mut(&loc).ok_or(busy(loc))?;
+                (e.kind, e.data.take().ok_or(busy(loc))?)
+            };
+            seal(kind, loc, Rc::make_mut(&mut rc));
+            let r = inner.disk.write_block(loc, &rc);
+            if let Some(e) = inner.cache.get_mut(&loc) {
+                e.data = Some(rc);
+                if r.is_ok() {
+                    e.dirty = false;
+                }
+            }
+            r.map_err(|_| Error::Io { block: loc })?;
+            inner.stats.disk_writes += 1;
+        }
+        inner.stats.flushes += 1;
+        inner.disk.flush().map_err(|_| Error::Io { block: 0 })
+    }
+
+    fn flush_data(&self) -> Result<()> {
+        self.inner
+            .borrow_mut()
+            .disk
+            .flush_data()
+            .map_err(|_| Error::Io { block: 0 })
+    }
+}
