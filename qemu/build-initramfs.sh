@@ -16,8 +16,9 @@
 # initramfs is a wrapper that runs it from there.  Only the pages fio touches are ever read.
 #
 # Cache: $RTHIN_CACHE/guest/<key>/{base.cpio.gz,extra.ext4}, where <key> hashes this script, the
-# guest init and the path, size and mtime of every file copied in; a package upgrade changes the
-# key.  The directory also holds `manifest` (every path in the initramfs, one a line), which
+# guest init, the path, size and mtime of every binary copied in, and the mtime of dpkg's status
+# file (so any package installation or upgrade, which may change a library, changes the key:
+# the check stays a few stat calls, no ldd).  The directory also holds `manifest` (every path in the initramfs, one a line), which
 # qemu/run uses to add only the libraries the image does not already have.
 set -euo pipefail
 shopt -s inherit_errexit
@@ -40,11 +41,14 @@ host_bins=(
 )
 # Binaries that run from the read-only extra image (see above).
 extra_bins=(/usr/bin/fio)
-# name -> target, inside the image
+# name -> target, inside the image.  /bin/sh is bash, not busybox: Debian's busybox-static is
+# built with FEATURE_SH_STANDALONE, so its ash runs its own applets (losetup, dd, modprobe,
+# mke2fs, ...) even where PATH has the real tool; bash (in POSIX mode as sh) also has pipefail,
+# which dash lacks.  busybox's shell stays available as /bin/ash.
 host_links=(
   usr/sbin/mkfs.ext4:mke2fs usr/sbin/mkfs.ext2:mke2fs usr/sbin/fsck.ext4:e2fsck
-  bin/sh:busybox
   bin/bash:../usr/bin/bash
+  bin/sh:bash
 )
 kmod_names=(insmod rmmod modprobe depmod lsmod modinfo)
 
@@ -62,6 +66,20 @@ pdata=$tpt/pdata_tools
 [ -x "$pdata" ] || rthin_die "no pdata_tools in $tpt"
 mapfile -t tpt_links < <(find "$tpt" -maxdepth 1 -type l -lname pdata_tools -printf '%f\n' | sort)
 
+key=$( {
+  set -e
+  cat "$0" "$init_script"
+  printf '%s\n' "${tpt_links[@]}"
+  for f in "$busybox" "${host_bins[@]}" "${extra_bins[@]}" "$pdata" /var/lib/dpkg/status; do
+    stat -L -c '%n %s %Y' "$f"
+  done
+} | sha256sum | cut -c1-16) || rthin_die "cannot stat the image's inputs"
+out=$RTHIN_CACHE/guest/$key
+if [ -f "$out/extra.ext4" ]; then
+  echo "$out/base.cpio.gz"
+  exit 0
+fi
+
 # Shared libraries (and the dynamic loader) of every dynamic binary, as `ldd` resolves them.
 libs_of() {
   local b
@@ -73,20 +91,6 @@ libs_of() {
 mapfile -t libs < <(libs_of "${host_bins[@]}" "$pdata")
 [ ${#libs[@]} -gt 0 ] || rthin_die "ldd found no libraries (is ldd working?)"
 mapfile -t extra_libs < <(libs_of "${extra_bins[@]}")
-
-key=$( {
-  set -e
-  cat "$0" "$init_script"
-  printf '%s\n' "${tpt_links[@]}"
-  for f in "$busybox" "${host_bins[@]}" "$pdata" "${libs[@]}" "${extra_bins[@]}" "${extra_libs[@]}"; do
-    stat -L -c '%n %s %Y' "$f"
-  done
-} | sha256sum | cut -c1-16) || rthin_die "cannot stat the image's inputs"
-out=$RTHIN_CACHE/guest/$key
-if [ -f "$out/extra.ext4" ]; then
-  echo "$out/base.cpio.gz"
-  exit 0
-fi
 
 mkdir -p "$RTHIN_CACHE/guest"
 exec 8>"$RTHIN_CACHE/guest/.lock"
@@ -172,8 +176,9 @@ done
 mkdir -p "$root/opt/extra"
 # size: contents + 25% + 8 MiB for ext4's own metadata
 xsize_kb=$(($(du -sk "$xroot" | cut -f1) * 5 / 4 + 8192))
-mke2fs -q -t ext4 -O ^has_journal -L rthin-extra -E root_owner=0:0 -d "$xroot" \
-  "$tmp/extra.ext4" "${xsize_kb}k" >&2 || rthin_die "mke2fs of the extra image failed"
+truncate -s "${xsize_kb}K" "$tmp/extra.ext4"
+mke2fs -q -F -t ext4 -O ^has_journal -L rthin-extra -E root_owner=0:0 -d "$xroot" "$tmp/extra.ext4" >&2 ||
+  rthin_die "mke2fs of the extra image failed"
 rm -rf "$xroot"
 
 # minimal /etc

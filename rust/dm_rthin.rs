@@ -12,6 +12,8 @@
 pub mod dm;
 mod pool;
 mod thin;
+// The no_std metadata engine (rust/metadata/) joins the crate here, as
+// `#[path = "metadata/mod.rs"] mod metadata;`, once it is ready.
 
 use kernel::{prelude::*, sync::Arc};
 

@@ -168,7 +168,9 @@ impl<T: Target> TargetVTable<T> {
             return dm::DM_MAPIO_KILL as c_int;
         };
         // SAFETY: Same area and size `ctr_callback` reserved.
-        let per_bio = unsafe { Self::per_bio(bio) };
+        let Some(per_bio) = (unsafe { Self::per_bio(bio) }) else {
+            return dm::DM_MAPIO_KILL as c_int;
+        };
         // SAFETY: `per_bio` is valid for writes and aligned (checked by `PER_BIO_SIZE`).
         unsafe { per_bio.write(T::PerBio::default()) };
         // SAFETY: The bio is ours for the call; its per-bio data was just initialised and is
@@ -177,19 +179,19 @@ impl<T: Target> TargetVTable<T> {
         T::map(private, ti, request).into_raw()
     }
 
-    /// The per-bio data of `bio`.
+    /// The per-bio data of `bio` (dangling but aligned for a zero-sized `T::PerBio`).
     ///
     /// # Safety
     ///
     /// `bio` must be a clone bio of a target of type `T` (so it has `PER_BIO_SIZE` bytes of
     /// per-bio data).
-    unsafe fn per_bio(bio: NonNull<bindings::bio>) -> NonNull<T::PerBio> {
+    unsafe fn per_bio(bio: NonNull<bindings::bio>) -> Option<NonNull<T::PerBio>> {
         if Self::PER_BIO_SIZE == 0 {
-            return NonNull::dangling();
+            return Some(NonNull::dangling());
         }
         // SAFETY: The bio is a dm clone with that much per-bio data (caller).
         let p = unsafe { dm::dm_per_bio_data(bio.as_ptr(), Self::PER_BIO_SIZE) };
-        NonNull::new(p.cast()).unwrap_or(NonNull::dangling())
+        NonNull::new(p.cast())
     }
 
     /// `target_type.end_io`.
@@ -211,7 +213,9 @@ impl<T: Target> TargetVTable<T> {
         // SAFETY: `error` is valid (caller).
         let mut status = BlkStatus(unsafe { *error });
         // SAFETY: The bio went through `map_callback`, which initialised its per-bio data.
-        let mut per_bio = unsafe { Self::per_bio(bio) };
+        let Some(mut per_bio) = (unsafe { Self::per_bio(bio) }) else {
+            return dm::DM_ENDIO_DONE as c_int;
+        };
         // SAFETY: dm core hands us the bio for the call.
         let bio_ref = unsafe { Bio::from_raw(bio.as_ptr()) };
         // SAFETY: The per-bio data is initialised, ours for the call, and disjoint from the bio.

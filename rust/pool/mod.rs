@@ -3,9 +3,14 @@
 //! The `rthin-pool` target: binds a metadata device and a data device into a pool.
 //!
 //! What works now: the constructor validates the table line exactly as dm-thin does, opens
-//! both devices and registers the pool object; `dmsetup table` prints the table line as
-//! dm-thin does; I/O sent to the pool device itself goes to the data device, as dm-thin's
-//! `pool_map()` does (this is raw access to the data device, not provisioning).
+//! both devices and registers the pool object; `dmsetup table` prints the table line and
+//! `io_hints` shapes the queue limits as dm-thin does; I/O sent to the pool device itself goes
+//! to the data device, as dm-thin's `pool_map()` does (this is raw access to the data device,
+//! not provisioning).
+//!
+//! Not checked yet because they need the metadata engine: an existing superblock's block size
+//! against the table's, `read_only` on unformatted metadata (dm-thin: EPERM), and the
+//! superblock's feature flags.
 //!
 //! What does not exist yet: the metadata engine and the data path. Until then every pool is in
 //! dm-thin's fail mode ([`PoolMode::Fail`]): `dmsetup status` prints `Fail`, messages fail
@@ -18,11 +23,14 @@ pub(crate) use registry::{PoolHandle, PoolMode, PoolRegistry};
 
 use crate::dm::{
     self, Args, CtrError, DeviceVisitor, DmDev, IterationStop, MapOutcome, MapRequest, OpenMode,
-    ResultWriter, StatusFlags, StatusType, TargetCtr, TargetFeatures, TargetRef,
+    QueueLimits, ResultWriter, StatusFlags, StatusType, TargetCtr, TargetFeatures, TargetRef,
 };
 use core::fmt::Write;
 use kernel::{prelude::*, sync::Arc};
-use params::{parse_block_size, parse_low_water_mark, parse_pool_args, PoolFeatures};
+use params::{
+    parse_block_size, parse_low_water_mark, parse_pool_args, pool_io_limits, IoSizeLimits,
+    PoolFeatures,
+};
 use registry::PoolKey;
 
 /// Metadata devices larger than this (16 GiB, in sectors) get a warning: the excess is unused.
@@ -182,5 +190,27 @@ impl dm::Target for PoolTarget {
         visitor: &mut DeviceVisitor<'_>,
     ) -> Result<(), IterationStop> {
         visitor.visit(&pool.data_dev, 0, ti.len())
+    }
+
+    fn io_hints(pool: &PoolInstance, _ti: &TargetRef, limits: &mut QueueLimits) {
+        let stacked = IoSizeLimits {
+            max_sectors: limits.max_sectors(),
+            io_min: limits.io_min(),
+            io_opt: limits.io_opt(),
+        };
+        let adapted = pool_io_limits(pool.pool.pool().block_size(), stacked);
+        limits.set_max_sectors(adapted.max_sectors);
+        limits.set_io_min(adapted.io_min);
+        limits.set_io_opt(adapted.io_opt);
+
+        // Discard limits as dm-thin sets them from the requested features. (dm-thin also turns
+        // passdown off when the data device cannot discard whole blocks; that adjustment
+        // belongs to the data path and is not made yet.)
+        if !pool.features.discard_enabled {
+            // Keep the block layer from stacking the data device's discard limits.
+            limits.set_discard_granularity(0);
+        } else if !pool.features.discard_passdown {
+            limits.set_max_hw_discard_sectors(0);
+        }
     }
 }

@@ -177,6 +177,53 @@ pub(crate) fn parse_low_water_mark(s: &CStr) -> Result<u64, CtrError> {
     parse_u64(s.to_bytes()).map_err(|_| ERR_LOW_WATER)
 }
 
+/// The I/O size limits dm-thin's `pool_io_hints()` adjusts (sectors and bytes as in
+/// `struct queue_limits`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IoSizeLimits {
+    /// Largest I/O, in sectors.
+    pub(crate) max_sectors: u32,
+    /// Minimum preferred I/O, in bytes.
+    pub(crate) io_min: u32,
+    /// Optimal I/O, in bytes.
+    pub(crate) io_opt: u32,
+}
+
+/// Whether `a` is a multiple of `b` (dm-thin's `is_factor`); never true for `b == 0`.
+fn is_factor(a: u64, b: u64) -> bool {
+    b != 0 && a % b == 0
+}
+
+/// Adapts the stacked I/O size limits to a pool with `block_size`-sector blocks, exactly as
+/// `pool_io_hints()`:
+/// - a `max_sectors` below the block size becomes the largest power of two dividing the block
+///   size that is not above it (so partial-block I/O still ends on block boundaries);
+/// - unless `io_opt` already is a multiple of the block size, `io_opt` becomes the block size
+///   and `io_min` the block size, or `max_sectors` when that divides the block size.
+pub(crate) fn pool_io_limits(block_size: u32, stacked: IoSizeLimits) -> IoSizeLimits {
+    let block = u64::from(block_size);
+    let mut limits = stacked;
+    if limits.max_sectors < block_size {
+        while limits.max_sectors > 0 && !is_factor(block, u64::from(limits.max_sectors)) {
+            if limits.max_sectors.is_power_of_two() {
+                limits.max_sectors -= 1;
+            }
+            limits.max_sectors = limits.max_sectors.checked_ilog2().map_or(0, |log| 1 << log);
+        }
+    }
+    let io_opt_sectors = u64::from(stacked.io_opt >> 9);
+    if io_opt_sectors < block || !is_factor(io_opt_sectors, block) {
+        let min_sectors = if is_factor(block, u64::from(limits.max_sectors)) {
+            limits.max_sectors
+        } else {
+            block_size
+        };
+        limits.io_min = min_sectors.saturating_mul(512);
+        limits.io_opt = block_size.saturating_mul(512);
+    }
+    limits
+}
+
 #[kunit_tests(rthin_pool_params)]
 mod tests {
     use super::*;
@@ -301,6 +348,36 @@ mod tests {
         // Block size and low water mark are not checked yet (devices first).
         let ok = parse_pool_args(Args::from_strs(&[c"m", c"d", c"x", c"y"]));
         assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn io_limits_follow_pool_io_hints() {
+        let l = |max_sectors, io_min, io_opt| IoSizeLimits {
+            max_sectors,
+            io_min,
+            io_opt,
+        };
+        // Typical disk: max_sectors above the block size, no io_opt.
+        assert_eq!(pool_io_limits(128, l(2560, 512, 0)), l(2560, 65536, 65536));
+        // io_opt already a multiple of the block size: left alone.
+        assert_eq!(
+            pool_io_limits(128, l(2560, 512, 131072)),
+            l(2560, 512, 131072)
+        );
+        // io_opt above the block size but not a multiple of it: overridden.
+        assert_eq!(
+            pool_io_limits(256, l(2560, 512, 196608)),
+            l(2560, 131072, 131072)
+        );
+        // max_sectors below the block size shrinks to a power-of-two factor of it.
+        assert_eq!(pool_io_limits(384, l(255, 512, 0)), l(128, 65536, 196608));
+        assert_eq!(
+            pool_io_limits(2048, l(1024, 512, 0)),
+            l(1024, 524288, 1048576)
+        );
+        assert_eq!(pool_io_limits(640, l(256, 512, 0)), l(128, 65536, 327680));
+        // Degenerate zero is left alone instead of dividing by it.
+        assert_eq!(pool_io_limits(128, l(0, 0, 0)).max_sectors, 0);
     }
 
     #[test]

@@ -60,9 +60,10 @@ impl dm::Target for ThinTarget {
             ),
             None => None,
         };
-        let pool_mode = ti.table_mode();
+        // The pool device is opened with the table's own mode, as dm-thin does.
+        let table_mode = ti.table_mode();
         let pool_dev = ti
-            .get_device(args.pool_dev, pool_mode)
+            .get_device(args.pool_dev, table_mode)
             .map_err(|e| CtrError::new(e, c"Error opening pool device"))?;
 
         let dev_id = parse_dev_id(args.dev_id)?;
@@ -99,7 +100,7 @@ impl dm::Target for ThinTarget {
             dev_id,
             io_error_log <- RateLimit::new(),
         }? Error);
-        Ok(KBox::pin_init(instance, GFP_KERNEL)?)
+        KBox::pin_init(instance, GFP_KERNEL).map_err(|e| CtrError::new(e, c"Out of memory"))
     }
 
     fn map<'a>(

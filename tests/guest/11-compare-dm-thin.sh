@@ -5,6 +5,7 @@
 #   device-mapper: table: <dev>: <type>: <reason> (<errno>)
 # must match after the type name.
 # Runs inside the guest: qemu/run -- sh /rthin/tests/guest/11-compare-dm-thin.sh
+# shellcheck source-path=SCRIPTDIR source=../lib.sh
 . "${RTHIN_TESTS:-/rthin/tests}/lib.sh"
 
 META=/dev/ram2
@@ -67,23 +68,47 @@ same cmp-pool-feature-before-bs thin-pool rthin-pool "$M $D 64 0 1 bogus"
 # sscanf("%u") truncates 2^32 + 1 to 1, so this is one unknown feature in both.
 same cmp-pool-feature-count-wraps thin-pool rthin-pool "$M $D 128 0 4294967297 bogus"
 
-# The table line of a well-formed pool (the C pool formats the metadata device; ours ignores it).
-args="$M $D 256 7 3 ERROR_IF_NO_SPACE skip_block_zeroing Ignore_Discard"
-if dmsetup create cpool --table "0 $LEN thin-pool $args" >/dev/null 2>&1; then
-  c_table=$(dmsetup table cpool | sed 's/ thin-pool / POOL /')
-  dmsetup remove cpool
-  if dmsetup create rpool --table "0 $LEN rthin-pool $args" >/dev/null 2>&1; then
-    r_table=$(dmsetup table rpool | sed 's/ rthin-pool / POOL /')
-    dmsetup remove rpool
-    if [ "$c_table" = "$r_table" ]; then pass "cmp-pool-table-line"; else
-      fail "cmp-pool-table-line" "C '$c_table'; rthin '$r_table'"
-    fi
-  else
-    fail "cmp-pool-table-line" "rthin-pool refused '$args'"
+# queue_limits NAME: the I/O limits of dm device NAME that pool_io_hints() shapes.
+queue_limits() {
+  q=/sys/block/dm-$(devnum "$1" | cut -d: -f2)/queue
+  for f in max_sectors_kb minimum_io_size optimal_io_size discard_granularity discard_max_bytes; do
+    printf '%s=%s ' "$f" "$(cat "$q/$f")"
+  done
+}
+
+# same_pool NAME ARGS: a well-formed pool table gives the same table line and queue limits with
+# the C target as with ours (the C pool formats the metadata device; ours ignores it).
+same_pool() {
+  name=$1 args=$2
+  dd if=/dev/zero of=$META bs=4096 count=1 conv=fsync 2>/dev/null
+  if ! dmsetup create cpool --table "0 $LEN thin-pool $args" >/dev/null 2>&1; then
+    fail "$name" "C thin-pool refused '$args': $(dmesg | tail -n 1)"
+    return
   fi
-else
-  fail "cmp-pool-table-line" "C thin-pool refused '$args': $(dmesg | tail -n 1)"
-fi
+  c_table=$(dmsetup table cpool | sed 's/ thin-pool / POOL /')
+  c_limits=$(queue_limits cpool)
+  dmsetup remove cpool
+  if ! dmsetup create rpool --table "0 $LEN rthin-pool $args" >/dev/null 2>&1; then
+    fail "$name" "rthin-pool refused '$args': $(dmesg | tail -n 1)"
+    return
+  fi
+  r_table=$(dmsetup table rpool | sed 's/ rthin-pool / POOL /')
+  r_limits=$(queue_limits rpool)
+  dmsetup remove rpool
+  if [ "$c_table" != "$r_table" ]; then
+    fail "$name" "table: C '$c_table'; rthin '$r_table'"
+  elif [ "$c_limits" != "$r_limits" ]; then
+    fail "$name" "limits: C '$c_limits'; rthin '$r_limits'"
+  else
+    pass "$name"
+    echo "  ($name: $r_limits)"
+  fi
+}
+
+same_pool cmp-pool-good-features "$M $D 256 7 3 ERROR_IF_NO_SPACE skip_block_zeroing Ignore_Discard"
+same_pool cmp-pool-good-plain "$M $D 384 0"
+same_pool cmp-pool-good-no-passdown "$M $D 128 0 1 no_discard_passdown"
+same_pool cmp-pool-good-big-block "$M $D 1024 5 1 error_if_no_space"
 dd if=/dev/zero of=$META bs=4096 count=1 conv=fsync 2>/dev/null
 
 # Thin tables whose failure does not depend on pool state.

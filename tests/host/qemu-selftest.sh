@@ -79,12 +79,19 @@ expect guest-env 0 --env RTHIN_SELFTEST='x y' -- sh -c '
   case ":$PATH:" in *:/rthin/bin:*) ;; *) exit 3 ;; esac'
 expect smp-2 0 --smp 2 -- sh -c 'echo "nproc=$(nproc)"; [ "$(nproc)" = 2 ]'
 expect guest-tools 0 -- sh -c '
+  set -x
   set -e
   thin_check -V | grep -q "^1\.1\."
   thin_dump -V >/dev/null && thin_restore -V >/dev/null && thin_ls -V >/dev/null
   fio --version
   dmsetup version
   bash -c "true"
+  # the real tools, not busybox applets, whatever shell runs them
+  modprobe --version | grep -q kmod
+  losetup --version | grep -q util-linux
+  dd --version | grep -q coreutils
+  mke2fs -V 2>&1 | grep -q "EXT2FS Library"
+  sh -c "set -o pipefail"
   truncate -s 32M /tmp/f.img
   dev=$(losetup -f --show /tmp/f.img)
   mkfs.ext4 -q "$dev"
@@ -94,6 +101,20 @@ expect guest-tools 0 -- sh -c '
   losetup -d "$dev"
   echo abc | md5sum | grep -q 0bee89b07a248e27c83fc3d5951213c1
   echo abc | sha256sum >/dev/null'
+
+# --- --bin-dir: executables land in /rthin/bin, with the libraries the base image lacks
+bdir=$work/bin
+mkdir -p "$bdir"
+probe=''
+for b in /usr/bin/zstd /usr/bin/file /usr/bin/bc; do
+  if [ -x "$b" ]; then probe=$b; break; fi
+done
+if [ -n "$probe" ]; then
+  cp "$probe" "$bdir/"
+  expect bin-dir 0 --bin-dir "$bdir" -- sh -c "[ \"\$(command -v $(basename "$probe"))\" = /rthin/bin/$(basename "$probe") ] && $(basename "$probe") --version"
+else
+  fail bin-dir "none of zstd, file, bc on the host to test with"
+fi
 
 # --- kernel modules: the C reference target loads by hand and by dm autoload
 expect modprobe-dm-thin-pool 0 -- sh -c 'set -e; modprobe dm-thin-pool; lsmod; dmsetup targets | tee /dev/stderr | grep -q "^thin-pool "'
@@ -106,7 +127,9 @@ expect dm-autoload 0 --disk meta=8M --disk data=64M -- sh -c '
   dmsetup remove selftest-pool
   lsmod | grep -q "^dm_thin_pool"'
 if [ -f "$top/dm-rthin.ko" ]; then
-  expect modprobe-dm-rthin 0 -- sh -c 'set -e; [ -f "$RTHIN_KO" ]; modprobe dm-rthin; lsmod | grep -q "^dm_rthin"'
+  # by the alias dm's request_module("dm-rthin-pool") asks for, as device-mapper autoload does
+  expect modprobe-dm-rthin 0 --module "$top/dm-rthin.ko" -- sh -c 'set -e; [ -f "$RTHIN_KO" ]
+    modprobe dm-rthin-pool; lsmod | grep -q "^dm_rthin"; modprobe -r dm-rthin; modprobe dm-rthin'
 fi
 
 # --- disks persist across boots with --state-dir

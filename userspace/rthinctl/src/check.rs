@@ -31,6 +31,8 @@ pub struct Report {
     pub devices: usize,
     /// Mappings seen (all devices).
     pub mappings: u64,
+    /// Every metadata block something references, in order.
+    pub referenced: Vec<u64>,
 }
 
 impl Report {
@@ -348,7 +350,7 @@ pub fn check<B: BlockManager>(bm: &B) -> Report {
         meta_refs: HashMap::new(),
         data_refs: HashMap::new(),
         seen: HashMap::new(),
-        errors: Vec::new(),
+        errors: std::mem::take(&mut report.errors),
     };
     c.add_meta_ref(0, 0);
 
@@ -449,6 +451,8 @@ pub fn check<B: BlockManager>(bm: &B) -> Report {
     let stored = c.stored_counts("metadata", nr_meta, &meta_bitmaps, &mrefs, sb.meta_sm.ref_count_root);
     let expected = std::mem::take(&mut c.meta_refs);
     c.compare("metadata", &stored, &expected, &sb.meta_sm);
+    report.referenced = expected.keys().copied().collect();
+    report.referenced.sort_unstable();
 
     report.errors = c.errors;
     report

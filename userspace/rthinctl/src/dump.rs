@@ -7,7 +7,7 @@
 //! and referenced by `<ref>`; (3) merges consecutive mappings into `range_mapping`s.  The
 //! formatting (two-space indent, no final newline) follows that tool's XML writer.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;
 
 use anyhow::{anyhow, Context, Result};
@@ -129,19 +129,24 @@ impl<B: BlockManager> LeafWalker<'_, B> {
     }
 }
 
-/// Splits leaf sequences into atomic runs and marks the shared ones.
+/// Splits leaf sequences into atomic runs and marks the shared ones.  A leaf is shared when it
+/// starts a sequence twice, is reached twice through the same predecessor, or follows a run
+/// boundary more than once.
 #[derive(Default)]
 struct Gatherer {
     prev: Option<u64>,
-    heads: BTreeMap<u64, bool>,
+    heads: BTreeSet<u64>,
     tails: BTreeSet<u64>,
+    shared: HashSet<u64>,
     next: BTreeMap<u64, BTreeSet<u64>>,
     back: HashMap<u64, u64>,
 }
 
 impl Gatherer {
     fn mark_head(&mut self, b: u64) {
-        self.heads.entry(b).and_modify(|s| *s = true).or_insert(false);
+        if !self.heads.insert(b) {
+            self.shared.insert(b);
+        }
     }
 
     fn new_seq(&mut self) {
@@ -153,7 +158,9 @@ impl Gatherer {
     fn push(&mut self, b: u64) {
         match self.prev {
             Some(p) => {
-                self.next.entry(p).or_default().insert(b);
+                if !self.next.entry(p).or_default().insert(b) {
+                    self.shared.insert(b);
+                }
                 match self.back.get(&b) {
                     Some(&bp) if bp != p => self.mark_head(b),
                     Some(_) => {}
@@ -176,23 +183,23 @@ impl Gatherer {
                 extra.push(*b);
             }
             if let Some(f) = n.iter().next() {
-                if self.heads.contains_key(f) {
+                if self.heads.contains(f) {
                     extra.push(*b);
                 }
             }
         }
         self.tails.extend(extra);
-        let mut heads = std::mem::take(&mut self.heads);
+        let mut new_heads = Vec::new();
         for t in &self.tails {
             if let Some(n) = self.next.get(t) {
-                for b in n {
-                    heads.entry(*b).and_modify(|s| *s = true).or_insert(false);
-                }
+                new_heads.extend(n.iter().copied());
             }
         }
-        self.heads = heads;
+        for b in new_heads {
+            self.mark_head(b);
+        }
         let mut runs = Vec::new();
-        for (&h, &shared) in &self.heads {
+        for &h in &self.heads {
             let mut run = vec![h];
             let mut b = h;
             while !self.tails.contains(&b) {
@@ -206,7 +213,7 @@ impl Gatherer {
                     return Err(anyhow!("cycle in leaf sequences"));
                 }
             }
-            runs.push((run, shared));
+            runs.push((run, self.shared.contains(&h)));
         }
         Ok(runs)
     }
@@ -335,6 +342,8 @@ pub fn devices<B: BlockManager>(bm: &B, sb: &Superblock) -> Result<Vec<(u64, u64
 /// Write the XML dump of the live metadata (or of the metadata snapshot at `snap`).
 pub fn dump<B: BlockManager, W: Write>(bm: &B, snap: Option<u64>, w: &mut W) -> Result<()> {
     let live = raw::live_superblock(bm).context("reading the superblock")?;
+    // With a metadata snapshot thin_dump prints that copy's fields; its space-map roots are
+    // zeroed, so nr_data_blocks comes out as 0 there too.
     let sb = match snap {
         Some(loc) => raw::read_superblock(bm, loc).context("reading the metadata snapshot")?,
         None => live,
@@ -380,7 +389,7 @@ pub fn dump<B: BlockManager, W: Write>(bm: &B, snap: Option<u64>, w: &mut W) -> 
     };
     x.start(&format!(
         "<superblock uuid=\"\" time=\"{}\" transaction=\"{}\" version=\"2\" data_block_size=\"{}\" nr_data_blocks=\"{}\">",
-        sb.time, sb.trans_id, sb.data_block_size, live.data_sm.nr_blocks
+        sb.time, sb.trans_id, sb.data_block_size, sb.data_sm.nr_blocks
     ))?;
     for (head, (run, shared)) in &runs {
         if !shared {

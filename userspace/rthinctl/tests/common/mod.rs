@@ -87,6 +87,11 @@ pub fn write_temp(name: &str, data: &[u8]) -> PathBuf {
 /// Directory with thin_check & co.: `$RTHIN_THIN_TOOLS`, else `scripts/thin-tools.sh`.  Panics
 /// (fails the test) when neither works: the compatibility tests must not pass silently.
 pub fn thin_tools() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(find_thin_tools).clone()
+}
+
+fn find_thin_tools() -> PathBuf {
     if let Ok(d) = std::env::var("RTHIN_THIN_TOOLS") {
         let p = PathBuf::from(d);
         assert!(
