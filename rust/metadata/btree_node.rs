@@ -224,7 +224,15 @@ pub fn delete_at(b: &mut Block, h: &mut Header, i: usize) {
 }
 
 /// Copy `count` entries from `src[si..]` into `dst[di..]` (same geometry; no count update).
-pub fn copy_entries(dst: &mut Block, dh: &Header, di: usize, src: &Block, sh: &Header, si: usize, count: usize) {
+pub fn copy_entries(
+    dst: &mut Block,
+    dh: &Header,
+    di: usize,
+    src: &Block,
+    sh: &Header,
+    si: usize,
+    count: usize,
+) {
     dst[dh.key_off(di)..dh.key_off(di + count)]
         .copy_from_slice(&src[sh.key_off(si)..sh.key_off(si + count)]);
     dst[dh.value_off(di)..dh.value_off(di + count)]

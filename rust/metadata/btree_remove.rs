@@ -14,7 +14,12 @@ use crate::tm::Tx;
 impl<B: BlockManager> Tx<B> {
     /// Remove `k`.  Returns the new root and the removed value (`None`: key absent, tree
     /// untouched).  The caller releases whatever the value referenced.
-    pub fn btree_remove(&mut self, root: u64, info: TreeInfo, k: u64) -> Result<(u64, Option<Value>)> {
+    pub fn btree_remove(
+        &mut self,
+        root: u64,
+        info: TreeInfo,
+        k: u64,
+    ) -> Result<(u64, Option<Value>)> {
         if self.btree_lookup(root, info, k)?.is_none() {
             return Ok((root, None));
         }
@@ -58,7 +63,13 @@ impl<B: BlockManager> Tx<B> {
 
     /// While the (already shadowed) root is an internal node with one child, pull the child's
     /// entries up into the root.
-    fn collapse_root(&mut self, root: u64, g: &mut B::Write, h: &mut Header, info: TreeInfo) -> Result<()> {
+    fn collapse_root(
+        &mut self,
+        root: u64,
+        g: &mut B::Write,
+        h: &mut Header,
+        info: TreeInfo,
+    ) -> Result<()> {
         while h.internal && h.nr == 1 {
             let child = node::value64(g, h, 0);
             let count = self.meta_count_small(child)?;
@@ -113,10 +124,10 @@ impl<B: BlockManager> Tx<B> {
         let rchild = node::value64(g, h, r);
         let (rloc, mut rg, mut rh) = self.shadow(rchild, info, parent)?;
         node::set_value64(g, h, r, rloc);
-        if lh.internal != rh.internal {
+        if lh.internal != rh.internal || lh.max != rh.max {
             return Err(Error::Corrupt {
                 block: parent,
-                what: "sibling btree nodes at different depths",
+                what: "sibling btree nodes differ in depth or capacity",
             });
         }
         let total = lh.nr + rh.nr;

@@ -49,6 +49,9 @@ mod tests {
     #[test]
     fn standard_check_value() {
         // The standard CRC32C check value of "123456789" is 0xE3069283 (with final inversion).
-        assert_eq!(crc32c_raw(0xFFFF_FFFF, b"123456789") ^ 0xFFFF_FFFF, 0xE306_9283);
+        assert_eq!(
+            crc32c_raw(0xFFFF_FFFF, b"123456789") ^ 0xFFFF_FFFF,
+            0xE306_9283
+        );
     }
 }

@@ -31,6 +31,9 @@ pub struct DataSm {
     pub committed_nr_blocks: u64,
     /// Allocation cursor (forward within a transaction).
     pub cursor: u64,
+    /// Last index entry looked up in the current index tree: (root, bitmap, entry).  Saves a
+    /// btree walk per count change in the common case of consecutive changes in one bitmap.
+    pub(crate) last_index: Option<(u64, u64, IndexEntry)>,
 }
 
 impl DataSm {
@@ -39,15 +42,22 @@ impl DataSm {
         self.committed_index_root = self.index_root;
         self.committed_nr_blocks = self.nr_blocks;
         self.cursor = 0;
+        self.last_index = None;
     }
 }
 
 impl<B: BlockManager> Tx<B> {
     pub(crate) fn data_index_get(&mut self, root: u64, i: u64) -> Result<IndexEntry> {
+        if let Some((r, li, ie)) = self.dsm.last_index {
+            if r == root && li == i {
+                return Ok(ie);
+            }
+        }
         match self.btree_lookup(root, SM_INDEX_TREE, i)? {
             Some(v) => {
                 let ie = IndexEntry::unpack(&v);
                 ie.validate(root, self.msm.nr_blocks)?;
+                self.dsm.last_index = Some((root, i, ie));
                 Ok(ie)
             }
             None => Err(Error::Corrupt {
@@ -58,8 +68,10 @@ impl<B: BlockManager> Tx<B> {
     }
 
     pub(crate) fn data_index_set(&mut self, i: u64, ie: IndexEntry) -> Result<()> {
+        self.dsm.last_index = None;
         let (root, _) = self.btree_insert(self.dsm.index_root, SM_INDEX_TREE, i, &ie.to_bytes())?;
         self.dsm.index_root = root;
+        self.dsm.last_index = Some((root, i, ie));
         Ok(())
     }
 

@@ -24,7 +24,7 @@ pub const INDEX_ENTRIES_OFFSET: usize = 16;
 
 /// Queue capacity.  One queued change can queue at most a bitmap shadow (2 changes) plus the
 /// node changes of one ref-count tree update (a few per level), so this is far more than needed.
-const QUEUE_LEN: usize = 256;
+const QUEUE_LEN: usize = 64;
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Pending {
@@ -159,7 +159,12 @@ impl MetaSm {
 
     /// Pack the index into an index block image.
     pub(crate) fn write_index(&self, blk: &mut crate::block::Block) {
-        for (i, ie) in self.index.iter().enumerate().take(self.nr_bitmaps() as usize) {
+        for (i, ie) in self
+            .index
+            .iter()
+            .enumerate()
+            .take(self.nr_bitmaps() as usize)
+        {
             let off = INDEX_ENTRIES_OFFSET + i * IndexEntry::SIZE;
             ie.pack(&mut blk[off..off + IndexEntry::SIZE]);
         }
@@ -254,7 +259,10 @@ impl<B: BlockManager> Tx<B> {
     fn committed_meta_bitmap(&mut self, i: u64) -> Result<u64> {
         let idx = self.msm.index_loc;
         let blk = self.read(idx, BlockKind::Index, 0)?;
-        let loc = le64(&blk[..], INDEX_ENTRIES_OFFSET + i as usize * IndexEntry::SIZE);
+        let loc = le64(
+            &blk[..],
+            INDEX_ENTRIES_OFFSET + i as usize * IndexEntry::SIZE,
+        );
         if loc >= self.msm.nr_blocks {
             return Err(Error::OutOfBounds {
                 block: loc,
@@ -299,9 +307,7 @@ impl<B: BlockManager> Tx<B> {
                 };
                 let msm = &self.msm;
                 let mut skip = |e: u64| msm.pending_delta(base + e) > 0;
-                if let Some(e) =
-                    find_free_pair(&cur, comm.as_deref(), start, stop, &mut skip)
-                {
+                if let Some(e) = find_free_pair(&cur, comm.as_deref(), start, stop, &mut skip) {
                     return Ok(Some(base + e));
                 }
             }
@@ -316,7 +322,9 @@ impl<B: BlockManager> Tx<B> {
             return Ok(());
         }
         if new_nr > MAX_METADATA_BLOCKS {
-            return Err(Error::Invalid("metadata device larger than the format allows"));
+            return Err(Error::Invalid(
+                "metadata device larger than the format allows",
+            ));
         }
         let old_bitmaps = self.msm.nr_bitmaps();
         let new_bitmaps = new_nr.div_ceil(ENTRIES_PER_BITMAP);

@@ -7,7 +7,9 @@
 //! the kernel does the same by switching the pool to read-only / fail mode.
 
 use crate::block::{le64, BlockKind, BlockManager};
-use crate::btree::{DETAILS_TREE, MAPPING_BOTTOM_TREE, MAPPING_TOP_TREE, REF_COUNT_TREE, SM_INDEX_TREE};
+use crate::btree::{
+    DETAILS_TREE, MAPPING_BOTTOM_TREE, MAPPING_TOP_TREE, REF_COUNT_TREE, SM_INDEX_TREE,
+};
 use crate::btree_node as node;
 use crate::error::{Error, Result, Space};
 use crate::sm_common::{bitmap_set, IndexEntry, SmRoot, ENTRIES_PER_BITMAP};
@@ -189,6 +191,7 @@ impl<B: BlockManager> Pool<B> {
             committed_index_root: sb.data_sm.bitmap_root,
             committed_nr_blocks: sb.data_sm.nr_blocks,
             cursor: 0,
+            last_index: None,
         };
         let tx = Tx { bm, msm, dsm };
         Ok(Pool::from_parts(tx, sb, writable))
@@ -243,7 +246,9 @@ impl<B: BlockManager> Pool<B> {
     /// Run a change; any failure inside poisons the in-core state.
     fn mutate<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         if self.failed {
-            return Err(Error::Busy("an earlier metadata operation failed; reopen the pool"));
+            return Err(Error::Busy(
+                "an earlier metadata operation failed; reopen the pool",
+            ));
         }
         if !self.writable {
             return Err(Error::Invalid("metadata is open read-only"));
@@ -321,7 +326,10 @@ impl<B: BlockManager> Pool<B> {
     }
 
     fn dev_root(&self, id: u64) -> Result<u64> {
-        match self.tx.btree_lookup(self.sb.mapping_root, MAPPING_TOP_TREE, id)? {
+        match self
+            .tx
+            .btree_lookup(self.sb.mapping_root, MAPPING_TOP_TREE, id)?
+        {
             Some(v) => Ok(le64(&v, 0)),
             None => Err(Error::Corrupt {
                 block: self.sb.mapping_root,
@@ -336,18 +344,24 @@ impl<B: BlockManager> Pool<B> {
     /// first would see a count of 1 and wrongly modify or free a block the snapshot still uses.
     fn dev_root_for_write(&mut self, id: u64) -> Result<u64> {
         let root = self.dev_root(id)?;
-        let (mr, _) =
-            self.tx
-                .btree_insert(self.sb.mapping_root, MAPPING_TOP_TREE, id, &root.to_le_bytes())?;
+        let (mr, _) = self.tx.btree_insert(
+            self.sb.mapping_root,
+            MAPPING_TOP_TREE,
+            id,
+            &root.to_le_bytes(),
+        )?;
         self.sb.mapping_root = mr;
         Ok(root)
     }
 
     fn set_dev_root(&mut self, id: u64, old: u64, new: u64) -> Result<()> {
         if old != new {
-            let (root, _) =
-                self.tx
-                    .btree_insert(self.sb.mapping_root, MAPPING_TOP_TREE, id, &new.to_le_bytes())?;
+            let (root, _) = self.tx.btree_insert(
+                self.sb.mapping_root,
+                MAPPING_TOP_TREE,
+                id,
+                &new.to_le_bytes(),
+            )?;
             self.sb.mapping_root = root;
         }
         Ok(())
@@ -487,7 +501,9 @@ impl<B: BlockManager> Pool<B> {
     /// Allocate a data block (count 1) for a following [`Pool::insert`].
     pub fn alloc_data_block(&mut self) -> Result<u64> {
         if self.failed {
-            return Err(Error::Busy("an earlier metadata operation failed; reopen the pool"));
+            return Err(Error::Busy(
+                "an earlier metadata operation failed; reopen the pool",
+            ));
         }
         // Out of data space is reported before anything changes, so it does not poison.
         match self.tx.data_alloc() {
@@ -511,10 +527,18 @@ impl<B: BlockManager> Pool<B> {
     }
 
     /// [`Pool::insert`] with an explicit mapping time (restore tools).
-    pub fn insert_with_time(&mut self, id: u64, vblock: u64, data_block: u64, time: u32) -> Result<()> {
+    pub fn insert_with_time(
+        &mut self,
+        id: u64,
+        vblock: u64,
+        data_block: u64,
+        time: u32,
+    ) -> Result<()> {
         let mut d = self.details_get(id)?.ok_or(Error::NoDevice(id))?;
         if data_block >= self.tx.dsm.nr_blocks {
-            return Err(Error::Invalid("data block beyond the end of the data device"));
+            return Err(Error::Invalid(
+                "data block beyond the end of the data device",
+            ));
         }
         self.mutate(|p| {
             let root = p.dev_root_for_write(id)?;
@@ -524,7 +548,7 @@ impl<B: BlockManager> Pool<B> {
             match old {
                 Some(old) => p.tx.data_dec(unpack_block_time(&old).0),
                 None => {
-                    d.mapped_blocks += 1;
+                    d.mapped_blocks = d.mapped_blocks.saturating_add(1);
                     p.details_put(id, d)
                 }
             }
@@ -535,7 +559,11 @@ impl<B: BlockManager> Pool<B> {
     pub fn remove(&mut self, id: u64, vblock: u64) -> Result<bool> {
         let d = self.details_get(id)?.ok_or(Error::NoDevice(id))?;
         let root = self.dev_root(id)?;
-        if self.tx.btree_lookup(root, MAPPING_BOTTOM_TREE, vblock)?.is_none() {
+        if self
+            .tx
+            .btree_lookup(root, MAPPING_BOTTOM_TREE, vblock)?
+            .is_none()
+        {
             return Ok(false);
         }
         self.mutate(|p| p.remove_mapped(id, d, vblock))?;
@@ -708,7 +736,10 @@ impl<B: BlockManager> Pool<B> {
 
     /// Free data blocks.
     pub fn data_free_blocks(&self) -> u64 {
-        self.tx.dsm.nr_blocks.saturating_sub(self.tx.dsm.nr_allocated)
+        self.tx
+            .dsm
+            .nr_blocks
+            .saturating_sub(self.tx.dsm.nr_allocated)
     }
 
     /// Metadata space map size in blocks.
@@ -718,7 +749,10 @@ impl<B: BlockManager> Pool<B> {
 
     /// Free metadata blocks, reserve included.
     pub fn metadata_free_blocks_raw(&self) -> u64 {
-        self.tx.msm.nr_blocks.saturating_sub(self.tx.msm.nr_allocated)
+        self.tx
+            .msm
+            .nr_blocks
+            .saturating_sub(self.tx.msm.nr_allocated)
     }
 
     /// Metadata reserve: min(4096, nr_blocks / 10), kept back so a commit can always finish.
@@ -740,7 +774,9 @@ impl<B: BlockManager> Pool<B> {
     /// Add a reference to a data block (restore tools).
     pub fn inc_data_block(&mut self, b: u64) -> Result<()> {
         if b >= self.tx.dsm.nr_blocks {
-            return Err(Error::Invalid("data block beyond the end of the data device"));
+            return Err(Error::Invalid(
+                "data block beyond the end of the data device",
+            ));
         }
         self.mutate(|p| p.tx.data_inc(b))
     }
@@ -768,7 +804,9 @@ impl<B: BlockManager> Pool<B> {
             return Err(Error::Invalid("the metadata device cannot shrink"));
         }
         if new_nr > self.tx.bm.nr_blocks() {
-            return Err(Error::Invalid("metadata device is smaller than the requested size"));
+            return Err(Error::Invalid(
+                "metadata device is smaller than the requested size",
+            ));
         }
         if new_nr == self.tx.msm.nr_blocks {
             return Ok(());
@@ -784,7 +822,9 @@ impl<B: BlockManager> Pool<B> {
     /// previous commit intact, because nothing it references was modified in place.
     pub fn commit(&mut self) -> Result<()> {
         if self.failed {
-            return Err(Error::Busy("an earlier metadata operation failed; reopen the pool"));
+            return Err(Error::Busy(
+                "an earlier metadata operation failed; reopen the pool",
+            ));
         }
         if !self.changed {
             return Ok(());
@@ -823,7 +863,10 @@ impl<B: BlockManager> Pool<B> {
         };
         self.sb.version = SUPERBLOCK_VERSION;
         {
-            let mut g = self.tx.bm.new_block(SUPERBLOCK_LOCATION, BlockKind::Superblock)?;
+            let mut g = self
+                .tx
+                .bm
+                .new_block(SUPERBLOCK_LOCATION, BlockKind::Superblock)?;
             self.sb.pack(&mut g);
         }
         self.tx.bm.flush()?;

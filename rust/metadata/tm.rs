@@ -54,7 +54,11 @@ impl<B: BlockManager> Tx<B> {
     }
 
     /// Allocate and initialise an empty node.
-    pub fn new_node(&mut self, internal: bool, value_size: usize) -> Result<(u64, B::Write, Header)> {
+    pub fn new_node(
+        &mut self,
+        internal: bool,
+        value_size: usize,
+    ) -> Result<(u64, B::Write, Header)> {
         let loc = self.meta_alloc()?;
         let mut g = self.bm.new_block(loc, BlockKind::Node)?;
         let h = node::init(&mut g, internal, value_size);
@@ -71,7 +75,12 @@ impl<B: BlockManager> Tx<B> {
     /// write guard and the header.  When the old node was shared, everything it points to gains
     /// a reference (the copy is a new parent); the old node loses the reference the caller's
     /// pointer held.
-    pub fn shadow(&mut self, loc: u64, info: TreeInfo, from: u64) -> Result<(u64, B::Write, Header)> {
+    pub fn shadow(
+        &mut self,
+        loc: u64,
+        info: TreeInfo,
+        from: u64,
+    ) -> Result<(u64, B::Write, Header)> {
         self.check_loc(loc, from)?;
         let count = self.meta_count_small(loc)?;
         if count == 0 {

@@ -112,7 +112,10 @@ fn measure(label: &str, mappings: u64, snapshots: u64) -> Row {
 }
 
 fn main() {
-    let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let sizes = if args.is_empty() {
         vec![1_000, 100_000, 1_000_000]
     } else {

@@ -36,6 +36,8 @@ pub struct CacheStats {
 struct Inner<D: Disk> {
     disk: D,
     cache: HashMap<u64, Entry>,
+    /// Blocks made dirty since the last flush (may contain duplicates).
+    dirty: Vec<u64>,
     stats: CacheStats,
 }
 
@@ -66,13 +68,17 @@ pub struct WriteGuard<D: Disk> {
 impl<D: Disk> Deref for WriteGuard<D> {
     type Target = Block;
     fn deref(&self) -> &Block {
-        self.data.as_deref().expect("write guard holds its buffer until dropped")
+        self.data
+            .as_deref()
+            .expect("write guard holds its buffer until dropped")
     }
 }
 
 impl<D: Disk> DerefMut for WriteGuard<D> {
     fn deref_mut(&mut self) -> &mut Block {
-        self.data.as_deref_mut().expect("write guard holds its buffer until dropped")
+        self.data
+            .as_deref_mut()
+            .expect("write guard holds its buffer until dropped")
     }
 }
 
@@ -102,6 +108,7 @@ impl<D: Disk> CachedBm<D> {
             inner: Rc::new(RefCell::new(Inner {
                 disk,
                 cache: HashMap::new(),
+                dirty: Vec::new(),
                 stats: CacheStats::default(),
             })),
         }
@@ -114,7 +121,9 @@ impl<D: Disk> CachedBm<D> {
 
     /// Drop every cached block, including dirty ones (simulates losing the in-core state).
     pub fn discard_cache(&self) {
-        self.inner.borrow_mut().cache.clear();
+        let mut inner = self.inner.borrow_mut();
+        inner.cache.clear();
+        inner.dirty.clear();
     }
 
     /// Take the disk out.
@@ -190,6 +199,7 @@ impl<D: Disk> CachedBm<D> {
                     dirty: true,
                 },
             );
+            inner.dirty.push(loc);
             Box::new([0u8; BLOCK_SIZE])
         } else {
             let rc = self.load(loc, kind)?;
@@ -197,7 +207,10 @@ impl<D: Disk> CachedBm<D> {
             let e = inner.cache.get_mut(&loc).ok_or(busy(loc))?;
             e.data = None;
             e.kind = kind;
-            e.dirty = true;
+            if !e.dirty {
+                e.dirty = true;
+                inner.dirty.push(loc);
+            }
             match Rc::try_unwrap(rc) {
                 Ok(b) => Box::new(b),
                 Err(shared) => Box::new(*shared),
@@ -235,14 +248,13 @@ impl<D: Disk> BlockManager for CachedBm<D> {
 
     fn flush(&self) -> Result<()> {
         let mut inner = self.inner.borrow_mut();
-        let mut dirty: Vec<u64> = inner
-            .cache
-            .iter()
-            .filter(|(_, e)| e.dirty)
-            .map(|(&l, _)| l)
-            .collect();
+        let mut dirty = std::mem::take(&mut inner.dirty);
         dirty.sort_unstable();
-        for loc in dirty {
+        dirty.dedup();
+        for (n, &loc) in dirty.iter().enumerate() {
+            if !inner.cache.get(&loc).is_some_and(|e| e.dirty) {
+                continue;
+            }
             let (kind, mut rc) = {
                 let e = inner.cache.get_mut(&loc).ok_or(busy(loc))?;
                 (e.kind, e.data.take().ok_or(busy(loc))?)
@@ -254,6 +266,10 @@ impl<D: Disk> BlockManager for CachedBm<D> {
                 if r.is_ok() {
                     e.dirty = false;
                 }
+            }
+            if r.is_err() {
+                // Keep the blocks not written yet queued for the next attempt.
+                inner.dirty.extend_from_slice(&dirty[n..]);
             }
             r.map_err(|_| Error::Io { block: loc })?;
             inner.stats.disk_writes += 1;

@@ -126,7 +126,10 @@ impl MemDisk {
 
     /// Direct access to a stored block (zero if never written).
     pub fn block(&self, loc: u64) -> Block {
-        self.blocks.get(&loc).map(|b| **b).unwrap_or([0u8; BLOCK_SIZE])
+        self.blocks
+            .get(&loc)
+            .map(|b| **b)
+            .unwrap_or([0u8; BLOCK_SIZE])
     }
 }
 
@@ -137,7 +140,10 @@ impl Disk for MemDisk {
 
     fn read_block(&mut self, loc: u64, buf: &mut Block) -> io::Result<()> {
         if loc >= self.nr_blocks {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read beyond end"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "read beyond end",
+            ));
         }
         match self.blocks.get(&loc) {
             Some(b) => buf.copy_from_slice(&b[..]),
@@ -148,7 +154,10 @@ impl Disk for MemDisk {
 
     fn write_block(&mut self, loc: u64, buf: &Block) -> io::Result<()> {
         if loc >= self.nr_blocks {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "write beyond end"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "write beyond end",
+            ));
         }
         if let Some(n) = self.fail_writes_after.as_mut() {
             if *n == 0 {

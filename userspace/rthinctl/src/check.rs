@@ -117,7 +117,9 @@ impl<B: BlockManager> Checker<'_, B> {
         }
         self.seen.insert(root, None);
         if depth > MAX_DEPTH {
-            self.err(format!("btree node {root}: tree deeper than {MAX_DEPTH} levels"));
+            self.err(format!(
+                "btree node {root}: tree deeper than {MAX_DEPTH} levels"
+            ));
             return None;
         }
         let (g, h) = match raw::read_node(self.bm, root, info) {
@@ -128,7 +130,10 @@ impl<B: BlockManager> Checker<'_, B> {
             }
         };
         if h.max % 3 != 0 {
-            self.err(format!("btree node {root}: max_entries {} is not a multiple of 3", h.max));
+            self.err(format!(
+                "btree node {root}: max_entries {} is not a multiple of 3",
+                h.max
+            ));
         }
         if !is_root && h.nr < h.max / 3 {
             self.err(format!(
@@ -173,12 +178,14 @@ impl<B: BlockManager> Checker<'_, B> {
                 } else {
                     hi
                 };
-                if let Some(s) = self.walk(child, info, role, root, false, (clo, chi), depth + 1, out) {
+                if let Some(s) =
+                    self.walk(child, info, role, root, false, (clo, chi), depth + 1, out)
+                {
                     match height {
                         None => height = Some(s.height),
-                        Some(x) if x != s.height => self.err(format!(
-                            "btree node {root}: children at different depths"
-                        )),
+                        Some(x) if x != s.height => {
+                            self.err(format!("btree node {root}: children at different depths"))
+                        }
                         _ => {}
                     }
                     summary.entries += s.entries;
@@ -211,7 +218,13 @@ impl<B: BlockManager> Checker<'_, B> {
         Some(summary)
     }
 
-    fn walk_tree(&mut self, root: u64, info: TreeInfo, role: Role, from: u64) -> (Option<Summary>, Collected) {
+    fn walk_tree(
+        &mut self,
+        root: u64,
+        info: TreeInfo,
+        role: Role,
+        from: u64,
+    ) -> (Option<Summary>, Collected) {
         let mut out = Vec::new();
         let s = self.walk(root, info, role, from, true, (0, None), 0, &mut out);
         (s, out)
@@ -224,7 +237,16 @@ impl<B: BlockManager> Checker<'_, B> {
         for (dev, v) in tops {
             let sub = u64::from_le_bytes(v[..8].try_into().unwrap_or([0; 8]));
             let mut unused = Vec::new();
-            let s = self.walk(sub, MAPPING_BOTTOM_TREE, Role::Mapping, root, true, (0, None), 0, &mut unused);
+            let s = self.walk(
+                sub,
+                MAPPING_BOTTOM_TREE,
+                Role::Mapping,
+                root,
+                true,
+                (0, None),
+                0,
+                &mut unused,
+            );
             counts.insert(dev, s.map(|s| s.entries).unwrap_or(0));
         }
         counts
@@ -310,9 +332,13 @@ impl<B: BlockManager> Checker<'_, B> {
                 continue;
             }
             if e == 0 && s == 1 {
-                self.err(format!("{name} block {b} is leaked (count 1, unreferenced)"));
+                self.err(format!(
+                    "{name} block {b} is leaked (count 1, unreferenced)"
+                ));
             } else {
-                self.err(format!("{name} block {b}: reference count {s}, expected {e}"));
+                self.err(format!(
+                    "{name} block {b}: reference count {s}, expected {e}"
+                ));
             }
         }
         if allocated != root.nr_allocated {
@@ -341,6 +367,15 @@ pub fn check<B: BlockManager>(bm: &B) -> Report {
     }
     if let Err(e) = sb.check_geometry(0, bm.nr_blocks()) {
         report.errors.push(format!("superblock: {e}"));
+        return report;
+    }
+    // Every 16,320 data blocks need a bitmap in a metadata block: a larger data space map is
+    // impossible (and would make this checker allocate absurd amounts of memory).
+    if sb.data_sm.nr_blocks / ENTRIES_PER_BITMAP > sb.meta_sm.nr_blocks {
+        report.errors.push(format!(
+            "superblock: data space map of {} blocks cannot be described by {} metadata blocks",
+            sb.data_sm.nr_blocks, sb.meta_sm.nr_blocks
+        ));
         return report;
     }
     let mut c = Checker {
@@ -390,7 +425,10 @@ pub fn check<B: BlockManager>(bm: &B) -> Report {
                 c.walk_tree(held.details_root, DETAILS_TREE, Role::Details, sb.held_root);
                 c.walk_mappings(held.mapping_root, sb.held_root);
             }
-            Err(e) => c.err(format!("metadata snapshot superblock {}: {e}", sb.held_root)),
+            Err(e) => c.err(format!(
+                "metadata snapshot superblock {}: {e}",
+                sb.held_root
+            )),
         }
     }
 
@@ -420,7 +458,13 @@ pub fn check<B: BlockManager>(bm: &B) -> Report {
         ));
     }
     let (_, drefs) = c.walk_tree(sb.data_sm.ref_count_root, REF_COUNT_TREE, Role::RefCount, 0);
-    let stored = c.stored_counts("data", nr_data, &data_bitmaps, &drefs, sb.data_sm.ref_count_root);
+    let stored = c.stored_counts(
+        "data",
+        nr_data,
+        &data_bitmaps,
+        &drefs,
+        sb.data_sm.ref_count_root,
+    );
     let expected = std::mem::take(&mut c.data_refs);
     c.compare("data", &stored, &expected, &sb.data_sm);
 
@@ -433,7 +477,9 @@ pub fn check<B: BlockManager>(bm: &B) -> Report {
             Ok(g) => {
                 let n = nr_meta.div_ceil(ENTRIES_PER_BITMAP);
                 if n > MAX_METADATA_BITMAPS as u64 {
-                    c.err(format!("metadata space map index {idx_loc}: {n} bitmaps needed, 255 fit"));
+                    c.err(format!(
+                        "metadata space map index {idx_loc}: {n} bitmaps needed, 255 fit"
+                    ));
                 } else {
                     for i in 0..n {
                         let off = INDEX_ENTRIES_OFFSET + i as usize * IndexEntry::SIZE;
@@ -448,7 +494,13 @@ pub fn check<B: BlockManager>(bm: &B) -> Report {
         }
     }
     let (_, mrefs) = c.walk_tree(sb.meta_sm.ref_count_root, REF_COUNT_TREE, Role::RefCount, 0);
-    let stored = c.stored_counts("metadata", nr_meta, &meta_bitmaps, &mrefs, sb.meta_sm.ref_count_root);
+    let stored = c.stored_counts(
+        "metadata",
+        nr_meta,
+        &meta_bitmaps,
+        &mrefs,
+        sb.meta_sm.ref_count_root,
+    );
     let expected = std::mem::take(&mut c.meta_refs);
     c.compare("metadata", &stored, &expected, &sb.meta_sm);
     report.referenced = expected.keys().copied().collect();

@@ -12,7 +12,9 @@ use std::io::Write;
 
 use anyhow::{anyhow, Context, Result};
 use rthin_metadata::block::le64;
-use rthin_metadata::btree::{TreeInfo, DETAILS_TREE, MAPPING_BOTTOM_TREE, MAPPING_TOP_TREE, MAX_DEPTH};
+use rthin_metadata::btree::{
+    TreeInfo, DETAILS_TREE, MAPPING_BOTTOM_TREE, MAPPING_TOP_TREE, MAX_DEPTH,
+};
 use rthin_metadata::btree_node as node;
 use rthin_metadata::superblock::{DeviceDetails, Superblock};
 use rthin_metadata::thin::unpack_block_time;
@@ -28,7 +30,11 @@ enum Entry {
 }
 
 /// Collect `(key, value)` pairs of a single-level tree in key order.
-pub fn collect_tree<B: BlockManager>(bm: &B, root: u64, info: TreeInfo) -> Result<Vec<(u64, [u8; 24])>> {
+pub fn collect_tree<B: BlockManager>(
+    bm: &B,
+    root: u64,
+    info: TreeInfo,
+) -> Result<Vec<(u64, [u8; 24])>> {
     let mut out = Vec::new();
     collect_rec(bm, root, info, 0, &mut out)?;
     Ok(out)
@@ -101,7 +107,9 @@ impl<B: BlockManager> LeafWalker<'_, B> {
     fn walk_node(&mut self, loc: u64, depth: usize, out: &mut Vec<Entry>) -> Result<()> {
         let (g, h) = raw::read_node(self.bm, loc, MAPPING_BOTTOM_TREE)?;
         if !h.internal {
-            return Err(anyhow!("btree nodes under {loc} are not all at the same depth"));
+            return Err(anyhow!(
+                "btree nodes under {loc} are not all at the same depth"
+            ));
         }
         let children: Vec<u64> = (0..h.nr).map(|i| node::value64(&g, &h, i)).collect();
         drop(g);
@@ -280,7 +288,13 @@ fn emit_leaves<B: BlockManager, W: Write>(bm: &B, x: &mut XmlOut<W>, leaves: &[u
             let k = node::key(&g, &h, i);
             let (b, t) = unpack_block_time(node::value(&g, &h, i));
             match run.as_mut() {
-                Some(r) if k == r.thin + r.len && b == r.data + r.len && t == r.time => r.len += 1,
+                Some(r)
+                    if r.thin.checked_add(r.len) == Some(k)
+                        && r.data.checked_add(r.len) == Some(b)
+                        && t == r.time =>
+                {
+                    r.len += 1
+                }
                 _ => {
                     if let Some(r) = run.take() {
                         emit_run(x, &r)?;
@@ -328,7 +342,8 @@ pub fn devices<B: BlockManager>(bm: &B, sb: &Superblock) -> Result<Vec<(u64, u64
         .into_iter()
         .map(|(k, v)| (k, DeviceDetails::unpack(&v)))
         .collect();
-    let tops = collect_tree(bm, sb.mapping_root, MAPPING_TOP_TREE).context("reading the mapping tree")?;
+    let tops =
+        collect_tree(bm, sb.mapping_root, MAPPING_TOP_TREE).context("reading the mapping tree")?;
     let mut out = Vec::new();
     for (id, v) in tops {
         let d = details
@@ -387,8 +402,14 @@ pub fn dump<B: BlockManager, W: Write>(bm: &B, snap: Option<u64>, w: &mut W) -> 
         level: 0,
         first: true,
     };
+    // thin_dump prints the superblock flags only when some are set.
+    let flags = if sb.flags != 0 {
+        format!(" flags=\"{}\"", sb.flags)
+    } else {
+        String::new()
+    };
     x.start(&format!(
-        "<superblock uuid=\"\" time=\"{}\" transaction=\"{}\" version=\"2\" data_block_size=\"{}\" nr_data_blocks=\"{}\">",
+        "<superblock uuid=\"\" time=\"{}\" transaction=\"{}\"{flags} version=\"2\" data_block_size=\"{}\" nr_data_blocks=\"{}\">",
         sb.time, sb.trans_id, sb.data_block_size, sb.data_sm.nr_blocks
     ))?;
     for (head, (run, shared)) in &runs {

@@ -61,7 +61,8 @@ pub fn restore<B: BlockManager>(xml_text: &str, bm: B) -> Result<Pool<B>> {
     let trans: u64 = xml::num(&sb_attrs, "superblock", "transaction")?;
     let flags: u32 = xml::opt_num(&sb_attrs, "superblock", "flags")?.unwrap_or(0);
     let mut pool = Pool::format(bm, dbs).context("formatting the metadata")?;
-    pool.resize_data(nr_data).context("sizing the data space map")?;
+    pool.resize_data(nr_data)
+        .context("sizing the data space map")?;
     pool.set_time(time)?;
     pool.set_transaction_id(0, trans)?;
     if flags & rthin_metadata::superblock::NEEDS_CHECK_FLAG != 0 {
@@ -78,7 +79,9 @@ pub fn restore<B: BlockManager>(xml_text: &str, bm: B) -> Result<Pool<B>> {
                 cur_def = Some((name.to_string(), Vec::new()));
             }
             Event::End(n) if n == "def" => {
-                let (name, maps) = cur_def.take().ok_or_else(|| anyhow!("</def> without <def>"))?;
+                let (name, maps) = cur_def
+                    .take()
+                    .ok_or_else(|| anyhow!("</def> without <def>"))?;
                 defs.insert(name, maps);
             }
             Event::Start(n, a) if n == "device" => {
@@ -89,11 +92,14 @@ pub fn restore<B: BlockManager>(xml_text: &str, bm: B) -> Result<Pool<B>> {
                     creation_time: xml::num(&a, "device", "creation_time")?,
                     snapshotted_time: xml::num(&a, "device", "snap_time")?,
                 };
-                pool.create_thin(id).with_context(|| format!("creating device {id}"))?;
+                pool.create_thin(id)
+                    .with_context(|| format!("creating device {id}"))?;
                 cur_dev = Some((id, d));
             }
             Event::End(n) if n == "device" => {
-                let (id, d) = cur_dev.take().ok_or_else(|| anyhow!("</device> without <device>"))?;
+                let (id, d) = cur_dev
+                    .take()
+                    .ok_or_else(|| anyhow!("</device> without <device>"))?;
                 pool.set_device_details(id, d)?;
             }
             Event::Empty(n, a) if n == "single_mapping" || n == "range_mapping" => {

@@ -26,12 +26,16 @@ pub fn parse(text: &str) -> Result<Vec<Event>> {
         }
         let rest = &text[i..];
         if rest.starts_with("<!--") {
-            let end = rest.find("-->").ok_or_else(|| anyhow!("unterminated comment at byte {i}"))?;
+            let end = rest
+                .find("-->")
+                .ok_or_else(|| anyhow!("unterminated comment at byte {i}"))?;
             i += end + 3;
             continue;
         }
         if rest.starts_with("<?") || rest.starts_with("<!") {
-            let end = rest.find('>').ok_or_else(|| anyhow!("unterminated declaration at byte {i}"))?;
+            let end = rest
+                .find('>')
+                .ok_or_else(|| anyhow!("unterminated declaration at byte {i}"))?;
             i += end + 1;
             continue;
         }
@@ -79,10 +83,15 @@ fn parse_tag(s: &str) -> Result<(String, Vec<(String, String)>)> {
     let mut attrs = Vec::new();
     let mut rest = s[name_end..].trim_start();
     while !rest.is_empty() {
-        let eq = rest.find('=').ok_or_else(|| anyhow!("attribute without value in <{name}>"))?;
+        let eq = rest
+            .find('=')
+            .ok_or_else(|| anyhow!("attribute without value in <{name}>"))?;
         let key = rest[..eq].trim().to_string();
         let after = rest[eq + 1..].trim_start();
-        let q = after.chars().next().ok_or_else(|| anyhow!("missing attribute value in <{name}>"))?;
+        let q = after
+            .chars()
+            .next()
+            .ok_or_else(|| anyhow!("missing attribute value in <{name}>"))?;
         if q != '"' && q != '\'' {
             bail!("unquoted attribute value in <{name}>");
         }
@@ -114,7 +123,11 @@ pub fn num<T: std::str::FromStr>(attrs: &[(String, String)], tag: &str, key: &st
 }
 
 /// Look up an optional numeric attribute.
-pub fn opt_num<T: std::str::FromStr>(attrs: &[(String, String)], tag: &str, key: &str) -> Result<Option<T>> {
+pub fn opt_num<T: std::str::FromStr>(
+    attrs: &[(String, String)],
+    tag: &str,
+    key: &str,
+) -> Result<Option<T>> {
     if attrs.iter().any(|(k, _)| k == key) {
         num(attrs, tag, key).map(Some)
     } else {
@@ -124,5 +137,8 @@ pub fn opt_num<T: std::str::FromStr>(attrs: &[(String, String)], tag: &str, key:
 
 /// Look up a string attribute.
 pub fn text<'a>(attrs: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    attrs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    attrs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }

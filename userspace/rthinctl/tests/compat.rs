@@ -13,9 +13,14 @@ use std::fmt::Write as _;
 use rthin_metadata::Pool;
 use rthin_metadata_file::{CachedBm, MemDisk};
 
+/// Per device: virtual block -> (data block, time).
+type Expected = BTreeMap<u64, BTreeMap<u64, (u64, u32)>>;
+/// A named shared run list: (origin, data, length, time).
+type Def = (String, Vec<(u64, u64, u64, u32)>);
+
 /// Random XML in thin_dump's canonical form.  With `defs`, some mapping runs are shared
 /// between devices through `<def>`/`<ref>`.
-fn random_xml(rng: &mut Rng, defs: bool) -> (String, BTreeMap<u64, BTreeMap<u64, (u64, u32)>>) {
+fn random_xml(rng: &mut Rng, defs: bool) -> (String, Expected) {
     let nr_data = 200_000u64;
     let mut next_data = 0u64;
     let mut expected = BTreeMap::new();
@@ -27,7 +32,7 @@ fn random_xml(rng: &mut Rng, defs: bool) -> (String, BTreeMap<u64, BTreeMap<u64,
         rng.below(1000)
     )
     .unwrap();
-    let mut def_maps: Vec<(String, Vec<(u64, u64, u64, u32)>)> = Vec::new();
+    let mut def_maps: Vec<Def> = Vec::new();
     if defs {
         for d in 0..2 {
             let mut maps = Vec::new();
@@ -96,7 +101,11 @@ fn random_xml(rng: &mut Rng, defs: bool) -> (String, BTreeMap<u64, BTreeMap<u64,
 
 fn mapping_line(x: &mut String, indent: &str, o: u64, d: u64, len: u64, t: u32) {
     if len == 1 {
-        writeln!(x, "{indent}<single_mapping origin_block=\"{o}\" data_block=\"{d}\" time=\"{t}\"/>").unwrap();
+        writeln!(
+            x,
+            "{indent}<single_mapping origin_block=\"{o}\" data_block=\"{d}\" time=\"{t}\"/>"
+        )
+        .unwrap();
     } else {
         writeln!(
             x,
@@ -110,7 +119,10 @@ fn thin_restore(xml: &str, meta_blocks: u64) -> Vec<u8> {
     let xp = write_temp("in.xml", xml.as_bytes());
     let img = temp_path("restored.bin");
     std::fs::write(&img, vec![0u8; (meta_blocks * 4096) as usize]).unwrap();
-    let o = run_tool("thin_restore", &["-i", xp.to_str().unwrap(), "-o", img.to_str().unwrap()]);
+    let o = run_tool(
+        "thin_restore",
+        &["-i", xp.to_str().unwrap(), "-o", img.to_str().unwrap()],
+    );
     assert!(o.ok, "thin_restore failed: {}{}", o.stdout, o.stderr);
     let v = std::fs::read(&img).unwrap();
     let _ = std::fs::remove_file(&img);
@@ -126,7 +138,8 @@ fn thin_restore_images_open_and_dump_identically() {
         let image = thin_restore(&xml, 4096);
         assert_compatible(&image, &format!("restored-{round}"));
         // The engine sees exactly the mappings of the XML.
-        let mut p = Pool::open(CachedBm::new(MemDisk::from_image(&image)), Some(128), true).unwrap();
+        let mut p =
+            Pool::open(CachedBm::new(MemDisk::from_image(&image)), Some(128), true).unwrap();
         for (id, maps) in &expected {
             let mut got = BTreeMap::new();
             p.for_each_mapping(*id, &mut |k, b, t| {
@@ -135,7 +148,10 @@ fn thin_restore_images_open_and_dump_identically() {
             })
             .unwrap();
             assert_eq!(&got, maps, "device {id}");
-            assert_eq!(p.device_details(*id).unwrap().mapped_blocks, maps.len() as u64);
+            assert_eq!(
+                p.device_details(*id).unwrap().mapped_blocks,
+                maps.len() as u64
+            );
         }
         // And can keep working on it: snapshot, write, delete, commit — still valid.
         let first = *expected.keys().next().unwrap();
@@ -172,7 +188,9 @@ fn our_restore_round_trips_through_thin_dump() {
         // thin_dump's reading of its own restore of the same XML.
         let reference = run_tool(
             "thin_dump",
-            &[write_temp("ref.bin", &thin_restore(&xml, 4096)).to_str().unwrap()],
+            &[write_temp("ref.bin", &thin_restore(&xml, 4096))
+                .to_str()
+                .unwrap()],
         );
         assert_eq!(theirs.stdout, reference.stdout, "round {round}");
     }
@@ -222,7 +240,12 @@ fn empty_pool_and_metadata_snapshot_are_compatible() {
     let theirs = run_tool("thin_dump", &["-m", path.to_str().unwrap()]);
     assert!(theirs.ok, "{}", theirs.stderr);
     let mut ours = Vec::new();
-    rthinctl::dump::dump(&CachedBm::new(MemDisk::from_image(&image)), Some(held), &mut ours).unwrap();
+    rthinctl::dump::dump(
+        &CachedBm::new(MemDisk::from_image(&image)),
+        Some(held),
+        &mut ours,
+    )
+    .unwrap();
     assert_eq!(String::from_utf8(ours).unwrap(), theirs.stdout);
     p.release_metadata_snap().unwrap();
     p.commit().unwrap();
@@ -257,4 +280,31 @@ fn grown_pools_are_compatible() {
     assert_eq!(p.metadata_nr_blocks(), 35_000);
     assert_eq!(p.data_nr_blocks(), 40_000);
     assert_compatible(&image_of(&p), "grown");
+}
+
+#[test]
+fn three_level_trees_with_shared_internal_nodes_dump_identically() {
+    // Over 252 leaves: the bottom trees get two internal levels, and after a snapshot plus a
+    // few writes the two devices share internal nodes as well as leaves.
+    let mut p = mem_pool(4096, 120_000);
+    p.create_thin(0).unwrap();
+    for v in 0..70_000 {
+        let b = p.alloc_data_block().unwrap();
+        p.insert(0, v, b).unwrap();
+    }
+    p.commit().unwrap();
+    p.create_snap(1, 0).unwrap();
+    p.create_snap(2, 1).unwrap();
+    let mut rng = Rng::new(seed(3));
+    for _ in 0..20 {
+        let b = p.alloc_data_block().unwrap();
+        p.insert(0, rng.below(70_000), b).unwrap();
+    }
+    for _ in 0..5 {
+        let b = p.alloc_data_block().unwrap();
+        p.insert(2, rng.below(70_000), b).unwrap();
+    }
+    p.remove_range(2, 100, 300).unwrap();
+    p.commit().unwrap();
+    assert_compatible(&image_of(&p), "three-level");
 }

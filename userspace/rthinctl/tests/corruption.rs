@@ -70,7 +70,10 @@ fn exercise(image: &[u8]) -> Result<(), rthin_metadata::Error> {
 fn check_mentions(image: &[u8], block: u64) -> Vec<String> {
     let bm = CachedBm::new(MemDisk::from_image(image));
     let r = rthinctl::check::check(&bm);
-    assert!(!r.is_clean(), "rthinctl check found nothing wrong with damaged block {block}");
+    assert!(
+        !r.is_clean(),
+        "rthinctl check found nothing wrong with damaged block {block}"
+    );
     let needle = format!(" {block}");
     assert!(
         r.errors.iter().any(|e| e.contains(&needle)),
@@ -129,7 +132,9 @@ fn every_block_kind_with_bad_checksum_or_location_is_reported() {
             seal(k, loc + 1, &mut b);
             let img = with_block(&image, loc, &b);
             check_mentions(&img, loc);
-            let e = exercise(&img).expect_err(&format!("engine accepted {kind} {loc} at the wrong location"));
+            let e = exercise(&img).expect_err(&format!(
+                "engine accepted {kind} {loc} at the wrong location"
+            ));
             assert_eq!(e.block(), Some(loc), "{kind} {loc}: {e}");
             cases += 2;
         }
@@ -170,12 +175,20 @@ fn impossible_headers_and_counts_are_reported() {
         seal(BlockKind::Superblock, 0, &mut b);
         let img = with_block(&image, 0, &b);
         let bm = CachedBm::new(MemDisk::from_image(&img));
-        assert!(!rthinctl::check::check(&bm).is_clean(), "check accepted superblock field {off} = {val}");
-        assert!(exercise(&img).is_err(), "engine accepted superblock field {off} = {val}");
+        assert!(
+            !rthinctl::check::check(&bm).is_clean(),
+            "check accepted superblock field {off} = {val}"
+        );
+        assert!(
+            exercise(&img).is_err(),
+            "engine accepted superblock field {off} = {val}"
+        );
         cases += 1;
     }
     // Metadata index entry pointing beyond the device.
-    let idx = rthin_metadata::superblock::Superblock::unpack(&sb).meta_sm.bitmap_root;
+    let idx = rthin_metadata::superblock::Superblock::unpack(&sb)
+        .meta_sm
+        .bitmap_root;
     let mut b = blk(&image, idx);
     put64(&mut b, 16, 1 << 50);
     seal(BlockKind::Index, idx, &mut b);

@@ -26,7 +26,8 @@ fn random_work(p: &mut Pool<MemBm>, rng: &mut Rng, n: usize) {
                 let _ = p.create_snap(rng.below(8), o);
             }
             2 if ids.len() > 2 => {
-                p.delete_thin(ids[rng.below(ids.len() as u64) as usize]).unwrap();
+                p.delete_thin(ids[rng.below(ids.len() as u64) as usize])
+                    .unwrap();
             }
             3..=14 if !ids.is_empty() => {
                 let id = ids[rng.below(ids.len() as u64) as usize];
@@ -104,8 +105,16 @@ fn crash_round(seed: u64, with_held: bool) -> usize {
     let sb_epochs: Vec<usize> = (0..eps.len())
         .filter(|&i| eps[i].iter().any(|(l, _)| *l == 0))
         .collect();
-    assert_eq!(sb_epochs.len(), 1, "superblock written in exactly one epoch");
-    assert_eq!(eps[sb_epochs[0]].len(), 1, "the superblock epoch contains only the superblock");
+    assert_eq!(
+        sb_epochs.len(),
+        1,
+        "superblock written in exactly one epoch"
+    );
+    assert_eq!(
+        eps[sb_epochs[0]].len(),
+        1,
+        "the superblock epoch contains only the superblock"
+    );
 
     let mut cases = 0;
     let mut durable = before.clone();
@@ -117,10 +126,14 @@ fn crash_round(seed: u64, with_held: bool) -> usize {
             if k > 0 {
                 img.apply_write(ep[k - 1].0, &ep[k - 1].1);
             }
-            let got = state_of(&img).unwrap_or_else(|e| panic!("seed {seed}: crash image invalid: {e}"));
+            let got =
+                state_of(&img).unwrap_or_else(|e| panic!("seed {seed}: crash image invalid: {e}"));
             let sb_written = sb_durable || ep[..k].iter().any(|(l, _)| *l == 0);
             let want = if sb_written { &state_b } else { &state_a };
-            assert!(&got == want, "seed {seed}: wrong state after crash (sb written: {sb_written})");
+            assert!(
+                &got == want,
+                "seed {seed}: wrong state after crash (sb written: {sb_written})"
+            );
             cases += 1;
         }
         // Reordered: random subsets of this epoch.
@@ -133,8 +146,12 @@ fn crash_round(seed: u64, with_held: bool) -> usize {
                     sb_written |= *l == 0;
                 }
             }
-            let got = state_of(&img).unwrap_or_else(|e| panic!("seed {seed}: reordered crash image invalid: {e}"));
-            assert!(&got == if sb_written { &state_b } else { &state_a }, "seed {seed}: wrong state after reordered crash");
+            let got = state_of(&img)
+                .unwrap_or_else(|e| panic!("seed {seed}: reordered crash image invalid: {e}"));
+            assert!(
+                &got == if sb_written { &state_b } else { &state_a },
+                "seed {seed}: wrong state after reordered crash"
+            );
             cases += 1;
         }
         for (l, b) in ep {
@@ -149,11 +166,11 @@ fn crash_round(seed: u64, with_held: bool) -> usize {
 fn interrupted_commits_recover_the_last_commit() {
     let base = seed(7);
     let mut cases = 0;
-    for i in 0..6 {
+    for i in 0..16 {
         cases += crash_round(base + i, i % 2 == 1);
     }
     eprintln!("{cases} crash images checked");
-    assert!(cases > 100);
+    assert!(cases > 500, "{cases}");
 }
 
 #[test]
@@ -167,9 +184,13 @@ fn write_errors_during_commit_leave_the_last_commit() {
         let state_a = state_of(&p.block_manager().with_disk(|d| d.clone())).unwrap();
         random_work(&mut p, &mut rng, 100);
         let fail_after = rng.below(4) as usize;
-        p.block_manager().with_disk(|d| d.fail_writes_after = Some(fail_after));
+        p.block_manager()
+            .with_disk(|d| d.fail_writes_after = Some(fail_after));
         let r = p.commit();
-        assert!(matches!(r, Err(Error::Io { .. })), "commit should fail: {r:?}");
+        assert!(
+            matches!(r, Err(Error::Io { .. })),
+            "commit should fail: {r:?}"
+        );
         assert!(p.has_failed());
         assert!(p.create_thin(100).is_err(), "a failed pool refuses changes");
         let mut disk = p.into_block_manager().into_disk();
@@ -211,4 +232,31 @@ fn allocation_never_reuses_blocks_freed_in_the_transaction() {
     p.commit().unwrap();
     let b = p.alloc_data_block().unwrap();
     assert!(b < 1500, "freed blocks are reusable after commit");
+}
+
+#[test]
+fn running_out_of_metadata_space_keeps_the_last_commit() {
+    let mut p = mem_pool(64, 100_000);
+    p.create_thin(0).unwrap();
+    p.commit().unwrap();
+    let committed = state_of(&p.block_manager().with_disk(|d| d.clone())).unwrap();
+    let mut err = None;
+    for v in 0..100_000 {
+        let b = match p.alloc_data_block() {
+            Ok(b) => b,
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
+        };
+        if let Err(e) = p.insert(0, v * 2, b) {
+            err = Some(e);
+            break;
+        }
+    }
+    assert_eq!(err, Some(Error::NoSpace(rthin_metadata::Space::Metadata)));
+    assert!(p.has_failed());
+    assert!(p.commit().is_err());
+    let disk = p.into_block_manager().into_disk();
+    assert_eq!(state_of(&disk).unwrap(), committed);
 }

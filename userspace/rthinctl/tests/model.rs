@@ -13,13 +13,16 @@ use rthin_metadata::superblock::DeviceDetails;
 use rthin_metadata::{Error, Pool, Space};
 use rthin_metadata_file::MemBm;
 
+/// Device id -> (details, virtual block -> (data block, time)).
+type Devices = BTreeMap<u64, (DeviceDetails, BTreeMap<u64, (u64, u32)>)>;
+
 #[derive(Clone, Default)]
 struct Model {
-    devs: BTreeMap<u64, (DeviceDetails, BTreeMap<u64, (u64, u32)>)>,
+    devs: Devices,
     time: u32,
     trans: u64,
     /// Devices as the held metadata snapshot saw them (their data blocks stay in use).
-    held: Option<BTreeMap<u64, (DeviceDetails, BTreeMap<u64, (u64, u32)>)>>,
+    held: Option<Devices>,
 }
 
 impl Model {
@@ -127,9 +130,15 @@ fn run(seed: u64, ops: usize, sample_every: usize) {
                     Err(e) => panic!("alloc: {e}"),
                 };
                 if step % 8 == 0 {
-                    assert!(!model.used_data().contains(&b), "allocated block {b} is in use");
+                    assert!(
+                        !model.used_data().contains(&b),
+                        "allocated block {b} is in use"
+                    );
                 }
-                assert!(!committed_used.contains(&b), "block {b} was in use at the last commit");
+                assert!(
+                    !committed_used.contains(&b),
+                    "block {b} was in use at the last commit"
+                );
                 // A write to a shared block breaks sharing exactly like this.
                 if let Some(m) = p.lookup(id, v).unwrap() {
                     let (d, maps) = &model.devs[&id];
@@ -138,7 +147,14 @@ fn run(seed: u64, ops: usize, sample_every: usize) {
                     assert_eq!(m.shared, d.snapshotted_time > mt);
                 }
                 if std::env::var("RTHIN_MODEL_PARANOID").is_ok() {
-                    eprintln!("insert dev {id} vblock {v} -> {b}; devs {:?}", model.devs.iter().map(|(k, v)| (*k, v.1.len())).collect::<Vec<_>>());
+                    eprintln!(
+                        "insert dev {id} vblock {v} -> {b}; devs {:?}",
+                        model
+                            .devs
+                            .iter()
+                            .map(|(k, v)| (*k, v.1.len()))
+                            .collect::<Vec<_>>()
+                    );
                 }
                 p.insert(id, v, b).unwrap();
                 let t = model.time;
@@ -172,7 +188,10 @@ fn run(seed: u64, ops: usize, sample_every: usize) {
             }
             78..=79 => {
                 let new = model.trans + 1 + rng.below(3);
-                assert!(p.set_transaction_id(model.trans + 1, new).is_err() || model.trans + 1 == model.trans);
+                assert!(
+                    p.set_transaction_id(model.trans + 1, new).is_err()
+                        || model.trans + 1 == model.trans
+                );
                 p.set_transaction_id(model.trans, new).unwrap();
                 model.trans = new;
             }

@@ -50,7 +50,10 @@ fn million_mappings_and_100_snapshot_generations() {
         t.elapsed(),
         p.metadata_nr_blocks() - p.metadata_free_blocks_raw()
     );
-    assert!(p.metadata_nr_blocks() - p.metadata_free_blocks_raw() > 16_320, "exercise several metadata bitmaps");
+    assert!(
+        p.metadata_nr_blocks() - p.metadata_free_blocks_raw() > 16_320,
+        "exercise several metadata bitmaps"
+    );
     let path = write_temp("scale.bin", &image);
     drop(image);
     assert_thin_check_clean(&path);

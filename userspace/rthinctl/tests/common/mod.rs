@@ -113,7 +113,11 @@ fn find_thin_tools() -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     let p = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-    assert!(p.join("thin_check").exists(), "no thin_check in {}", p.display());
+    assert!(
+        p.join("thin_check").exists(),
+        "no thin_check in {}",
+        p.display()
+    );
     p
 }
 
@@ -150,7 +154,11 @@ pub fn assert_thin_check_clean(image: &Path) {
 /// Our own checker must be clean.
 pub fn assert_our_check_clean<B: BlockManager>(bm: &B) {
     let r = rthinctl::check::check(bm);
-    assert!(r.is_clean(), "rthinctl check errors:\n{}", r.errors.join("\n"));
+    assert!(
+        r.is_clean(),
+        "rthinctl check errors:\n{}",
+        r.errors.join("\n")
+    );
 }
 
 /// Our dump of an image.
