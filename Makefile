@@ -48,13 +48,11 @@ clippy: setup
 	@cd userspace && cargo clippy --workspace --all-targets --locked -- -D warnings
 
 fmt: setup
-	@scripts/build-module.sh rustfmt
+	@scripts/rustfmt-module.sh
 	@cd userspace && cargo fmt --all
 
 bench-metadata:
 	@cd userspace && cargo run --release --locked -p rthin-metadata-bench
 
 clean:
-	@if [ -n "$$KDIR" ] || [ -d "$${XDG_CACHE_HOME:-$$HOME/.cache}/rthin/kernel" ]; then \
-		scripts/build-module.sh clean >/dev/null 2>&1 || true; fi
-	@cd userspace && cargo clean
+	@git clean -fdXq -- rust dm-rthin.* Module.symvers modules.order .check-logs userspace/target

@@ -1,8 +1,7 @@
 //! `thin_dump`-compatible XML output.
 //!
 //! Byte-identical to thin-provisioning-tools 1.1.0 `thin_dump`, which (1) walks each distinct
-//! mapping root once, remembering every node it has seen, so a subtree shared with an earlier
-//! root appears as a `ref` to the subtree's internal node; (2) splits each device's sequence of
+//! mapping root once, listing its leaves in key order; (2) splits each device's sequence of
 //! leaves into "atomic runs" shared between devices, printed once as `<def name="head leaf">`
 //! and referenced by `<ref>`; (3) merges consecutive mappings into `range_mapping`s.  The
 //! formatting (two-space indent, no final newline) follows that tool's XML writer.
@@ -365,12 +364,15 @@ pub fn dump<B: BlockManager, W: Write>(bm: &B, snap: Option<u64>, w: &mut W) -> 
     };
     let devs = devices(bm, &sb)?;
     let roots: BTreeSet<u64> = devs.iter().map(|d| d.1).collect();
-    let mut walker = LeafWalker {
-        bm,
-        seen: HashMap::new(),
-    };
     let mut entry_map = HashMap::new();
     for r in roots {
+        // Each root is walked on its own (thin_dump 1.1.0 does not carry the "seen" set from
+        // one device's tree to the next), so every device lists all of its leaves and sharing
+        // is found by the run gatherer below.
+        let mut walker = LeafWalker {
+            bm,
+            seen: HashMap::new(),
+        };
         let mut es = Vec::new();
         walker.walk(r, &mut es)?;
         entry_map.insert(r, es);
