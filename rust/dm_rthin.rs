@@ -7,13 +7,15 @@
 //!
 //! Layers:
 //! - [`dm`]: safe device-mapper glue (the only place with FFI and `unsafe`);
-//! - `pool`, `thin`: the two targets, policy only.
+//! - `pool`, `thin`: the two targets, policy only;
+//! - [`metadata`]: the `no_std` metadata engine, the same source files as the userspace crate
+//!   `rthin-metadata` (hence `pub`: its API is complete whether or not the targets use all of it).
 
 pub mod dm;
+#[path = "metadata/mod.rs"]
+pub mod metadata;
 mod pool;
 mod thin;
-// The no_std metadata engine (rust/metadata/) joins the crate here, as
-// `#[path = "metadata/mod.rs"] mod metadata;`, once it is ready.
 
 use kernel::{prelude::*, sync::Arc};
 

@@ -109,6 +109,7 @@ step userspace-build bash -c 'cd userspace && cargo build --release --locked --w
 
 if [ $guest_only = 0 ]; then
   cargo_tests userspace-tests bash -c 'cd userspace && cargo test --workspace --locked --release'
+  step fuzz-metadata scripts/fuzz.sh "${RTHIN_FUZZ_SECONDS:-60}"
   for t in tests/host/*.sh; do
     [ -e "$t" ] && collect "host-$(basename "$t" .sh)" bash "$t"
   done

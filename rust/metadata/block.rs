@@ -8,8 +8,8 @@
 
 use core::ops::{Deref, DerefMut};
 
-use crate::crc::dm_checksum;
-use crate::error::{Error, Result};
+use super::crc::dm_checksum;
+use super::error::{Error, Result};
 
 /// Metadata block size in bytes (fixed by the format).
 pub const BLOCK_SIZE: usize = 4096;

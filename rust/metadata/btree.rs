@@ -5,10 +5,10 @@
 //! with nodes at least a third full cannot be deeper), which also stops cycles in corrupt trees.
 //! Removal lives in `btree_remove.rs`.
 
-use crate::block::BlockManager;
-use crate::btree_node::{self as node, Header, MAX_VALUE_SIZE};
-use crate::error::{Error, Result};
-use crate::tm::Tx;
+use super::block::BlockManager;
+use super::btree_node::{self as node, Header, MAX_VALUE_SIZE};
+use super::error::{Error, Result};
+use super::tm::Tx;
 
 /// Deepest tree the engine walks.  Internal nodes hold at least 84 entries, so 2^64 keys need
 /// at most 11 levels.
@@ -77,7 +77,7 @@ fn empty_internal(block: u64) -> Error {
     }
 }
 
-fn copy_value(g: &crate::block::Block, h: &Header, i: usize) -> Value {
+fn copy_value(g: &super::block::Block, h: &Header, i: usize) -> Value {
     let mut v = [0u8; MAX_VALUE_SIZE];
     v[..h.value_size].copy_from_slice(node::value(g, h, i));
     v

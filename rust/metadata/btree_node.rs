@@ -4,8 +4,8 @@
 //! `value_size` bytes each.  Everything here works on a borrowed [`Block`] and validates the
 //! header before any index derived from it is used, so corrupt nodes give errors, not panics.
 
-use crate::block::{le32, le64, put32, put64, Block, BLOCK_SIZE};
-use crate::error::{Error, Result};
+use super::block::{le32, le64, put32, put64, Block, BLOCK_SIZE};
+use super::error::{Error, Result};
 
 /// Node header size.
 pub const HEADER_SIZE: usize = 32;

@@ -5,11 +5,11 @@
 //! so that removing one entry below never leaves a non-root node under a third full (the
 //! invariant thin_check enforces).  A root left with a single child is collapsed into it.
 
-use crate::block::BlockManager;
-use crate::btree::{TreeInfo, Value, MAX_DEPTH};
-use crate::btree_node::{self as node, Header, MAX_VALUE_SIZE};
-use crate::error::{Error, Result};
-use crate::tm::Tx;
+use super::block::BlockManager;
+use super::btree::{TreeInfo, Value, MAX_DEPTH};
+use super::btree_node::{self as node, Header, MAX_VALUE_SIZE};
+use super::error::{Error, Result};
+use super::tm::Tx;
 
 impl<B: BlockManager> Tx<B> {
     /// Remove `k`.  Returns the new root and the removed value (`None`: key absent, tree
@@ -36,7 +36,7 @@ impl<B: BlockManager> Tx<B> {
                 old[..h.value_size].copy_from_slice(node::value(&g, &h, i));
                 node::delete_at(&mut g, &mut h, i);
                 drop(g);
-                let mut g = self.write(root_loc, crate::block::BlockKind::Node, 0)?;
+                let mut g = self.write(root_loc, super::block::BlockKind::Node, 0)?;
                 let mut h = node::check(root_loc, &g, info.value_size)?;
                 self.collapse_root(root_loc, &mut g, &mut h, info)?;
                 return Ok((root_loc, Some(old)));

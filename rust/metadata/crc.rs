@@ -32,7 +32,7 @@ static TABLE: [u32; 256] = make_table();
 pub fn crc32c_raw(seed: u32, data: &[u8]) -> u32 {
     let mut crc = seed;
     for &b in data {
-        crc = TABLE[((crc ^ b as u32) & 0xff) as usize] ^ (crc >> 8);
+        crc = TABLE[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8);
     }
     crc
 }

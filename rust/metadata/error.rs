@@ -6,7 +6,7 @@
 
 use core::fmt;
 
-use crate::block::BlockKind;
+use super::block::BlockKind;
 
 /// Which space an out-of-space condition refers to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,21 +21,54 @@ pub enum Space {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Error {
     /// The platform could not read or write a block.
-    Io { block: u64 },
+    Io {
+        /// The block that failed.
+        block: u64,
+    },
     /// The stored checksum does not match the block contents for the expected block type.
-    Checksum { block: u64, kind: BlockKind },
+    Checksum {
+        /// The block read.
+        block: u64,
+        /// The type it was expected to have.
+        kind: BlockKind,
+    },
     /// The block's self-location field names a different block.
-    WrongLocation { block: u64, found: u64 },
+    WrongLocation {
+        /// The block read.
+        block: u64,
+        /// The location stored in it.
+        found: u64,
+    },
     /// A structural impossibility (bad count, size, flag, order...) found in a block.
-    Corrupt { block: u64, what: &'static str },
+    Corrupt {
+        /// The block holding the impossible value.
+        block: u64,
+        /// What is wrong.
+        what: &'static str,
+    },
     /// A block number taken from disk points outside the metadata device.
-    OutOfBounds { block: u64, referenced_from: u64 },
+    OutOfBounds {
+        /// The out-of-range block number.
+        block: u64,
+        /// The block that holds the reference.
+        referenced_from: u64,
+    },
     /// Superblock magic is wrong: the device holds no thin-pool metadata.
     BadMagic,
     /// The superblock carries feature flags this engine does not support.
-    UnsupportedFeatures { incompat: u32, compat_ro: u32 },
+    UnsupportedFeatures {
+        /// Unknown incompatible feature bits.
+        incompat: u32,
+        /// Unknown read-only-compatible feature bits (they forbid writing).
+        compat_ro: u32,
+    },
     /// The superblock's data block size differs from the one requested.
-    BlockSizeMismatch { on_disk: u32, requested: u32 },
+    BlockSizeMismatch {
+        /// Data block size in the superblock (sectors).
+        on_disk: u32,
+        /// Data block size asked for (sectors).
+        requested: u32,
+    },
     /// No space left in the metadata or data space map.
     NoSpace(Space),
     /// The thin device does not exist.

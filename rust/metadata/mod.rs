@@ -3,8 +3,8 @@
 //!
 //! `core` only: no `std`, no `alloc`, no heap.  Block buffers come from the platform through
 //! [`block::BlockManager`]; all in-core state lives in fixed-size structs inside [`thin::Pool`].
-//! This file is included both by the kernel module (`#[path = "metadata/mod.rs"] mod metadata;`)
-//! and by the userspace crate `rthin-metadata`; see README.md in this directory.
+//! This file is included both by the kernel module (`#[path = "metadata/mod.rs"] pub mod
+//! metadata;`) and by the userspace crate `rthin-metadata`; see README.md in this directory.
 //!
 //! Layers, bottom up:
 //! * [`crc`], [`block`]: checksums, block kinds, the block-manager trait;

@@ -6,10 +6,10 @@
 //! through index entries: an in-core array of 255 entries for the metadata space map (saved in
 //! one index block at commit), a btree for the data space map.
 
-use crate::block::{le32, le64, put32, put64, Block, BlockKind, BlockManager};
-use crate::btree::{TreeInfo, REF_COUNT_TREE};
-use crate::error::{Error, Result};
-use crate::tm::Tx;
+use super::block::{le32, le64, put32, put64, Block, BlockKind, BlockManager};
+use super::btree::{TreeInfo, REF_COUNT_TREE};
+use super::error::{Error, Result};
+use super::tm::Tx;
 
 /// Entries per bitmap block: (4096 - 16-byte header) * 4 entries per byte.
 pub const ENTRIES_PER_BITMAP: u64 = 16_320;
@@ -62,8 +62,8 @@ impl IndexEntry {
                 referenced_from: from,
             });
         }
-        if self.nr_free as u64 > ENTRIES_PER_BITMAP
-            || self.none_free_before as u64 > ENTRIES_PER_BITMAP
+        if u64::from(self.nr_free) > ENTRIES_PER_BITMAP
+            || u64::from(self.none_free_before) > ENTRIES_PER_BITMAP
         {
             return Err(Error::Corrupt {
                 block: from,
@@ -124,8 +124,8 @@ pub fn bitmap_set(b: &mut Block, e: u64, v: u32) {
     let mut word = le64(b, off);
     let shift = 2 * (e % 32);
     word &= !(3u64 << shift);
-    word |= (((v as u64) >> 1) & 1) << shift;
-    word |= ((v as u64) & 1) << (shift + 1);
+    word |= ((u64::from(v) >> 1) & 1) << shift;
+    word |= (u64::from(v) & 1) << (shift + 1);
     put64(b, off, word);
 }
 

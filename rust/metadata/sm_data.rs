@@ -5,11 +5,11 @@
 //! metadata space map.  Unlike the metadata space map there is no recursion: every change here
 //! only allocates or frees *metadata* blocks.
 
-use crate::block::{BlockKind, BlockManager};
-use crate::btree::SM_INDEX_TREE;
-use crate::error::{Error, Result, Space};
-use crate::sm_common::{find_free_pair, CountOp, IndexEntry, SmId, ENTRIES_PER_BITMAP};
-use crate::tm::Tx;
+use super::block::{BlockKind, BlockManager};
+use super::btree::SM_INDEX_TREE;
+use super::error::{Error, Result, Space};
+use super::sm_common::{find_free_pair, CountOp, IndexEntry, SmId, ENTRIES_PER_BITMAP};
+use super::tm::Tx;
 
 /// Largest data device: mapping values hold the data block in 40 bits.
 pub const MAX_DATA_BLOCKS: u64 = 1 << 40;
@@ -111,7 +111,8 @@ impl<B: BlockManager> Tx<B> {
             let ie = self.data_index_get(self.dsm.index_root, i)?;
             let base = i * ENTRIES_PER_BITMAP;
             if ie.nr_free > 0 {
-                let start = core::cmp::max(begin.saturating_sub(base), ie.none_free_before as u64);
+                let start =
+                    core::cmp::max(begin.saturating_sub(base), u64::from(ie.none_free_before));
                 let stop = core::cmp::min(end - base, ENTRIES_PER_BITMAP);
                 let comm_loc = if i < committed_bitmaps {
                     let c = self.data_index_get(self.dsm.committed_index_root, i)?;

@@ -10,10 +10,10 @@
 //! The index (255 entries) is kept in core and written to a freshly allocated index block at
 //! every commit.
 
-use crate::block::{le64, put64, BlockKind, BlockManager};
-use crate::error::{Error, Result, Space};
-use crate::sm_common::{bitmap_get, find_free_pair, CountOp, IndexEntry, SmId, ENTRIES_PER_BITMAP};
-use crate::tm::Tx;
+use super::block::{le64, put64, BlockKind, BlockManager};
+use super::error::{Error, Result, Space};
+use super::sm_common::{bitmap_get, find_free_pair, CountOp, IndexEntry, SmId, ENTRIES_PER_BITMAP};
+use super::tm::Tx;
 
 /// Bitmaps one index block can describe.
 pub const MAX_METADATA_BITMAPS: usize = 255;
@@ -60,11 +60,15 @@ pub struct MetaSm {
 
 impl MetaSm {
     /// A space map with no bitmaps yet (filled by format or open).
-    pub fn new(nr_blocks: u64) -> MetaSm {
+    pub const fn new(nr_blocks: u64) -> MetaSm {
         MetaSm {
             nr_blocks,
             nr_allocated: 0,
-            index: [IndexEntry::default(); MAX_METADATA_BITMAPS],
+            index: [IndexEntry {
+                blocknr: 0,
+                nr_free: 0,
+                none_free_before: 0,
+            }; MAX_METADATA_BITMAPS],
             ref_root: 0,
             index_loc: 0,
             committed: false,
@@ -72,10 +76,46 @@ impl MetaSm {
             shadowed: [0; 4],
             cursor: 0,
             recursing: false,
-            queue: [Pending::default(); QUEUE_LEN],
+            queue: [Pending {
+                block: 0,
+                inc: false,
+            }; QUEUE_LEN],
             q_head: 0,
             q_len: 0,
         }
+    }
+
+    /// Make `self` what [`MetaSm::new`] returns, in place: `MetaSm` is over 5 KiB, too much
+    /// for a temporary on a kernel stack.  Destructured so that a new field cannot be missed.
+    pub fn reset(&mut self, nr_blocks: u64) {
+        let MetaSm {
+            nr_blocks: nr,
+            nr_allocated,
+            index,
+            ref_root,
+            index_loc,
+            committed,
+            committed_nr_bitmaps,
+            shadowed,
+            cursor,
+            recursing,
+            queue,
+            q_head,
+            q_len,
+        } = self;
+        *nr = nr_blocks;
+        *nr_allocated = 0;
+        index.fill(IndexEntry::default());
+        *ref_root = 0;
+        *index_loc = 0;
+        *committed = false;
+        *committed_nr_bitmaps = 0;
+        *shadowed = [0; 4];
+        *cursor = 0;
+        *recursing = false;
+        queue.fill(Pending::default());
+        *q_head = 0;
+        *q_len = 0;
     }
 
     /// Number of bitmaps covering `nr_blocks`.
@@ -158,7 +198,7 @@ impl MetaSm {
     }
 
     /// Pack the index into an index block image.
-    pub(crate) fn write_index(&self, blk: &mut crate::block::Block) {
+    pub(crate) fn write_index(&self, blk: &mut super::block::Block) {
         for (i, ie) in self
             .index
             .iter()
@@ -171,7 +211,7 @@ impl MetaSm {
     }
 
     /// Load the index from an index block image (already checksum-validated).
-    pub(crate) fn read_index(&mut self, loc: u64, blk: &crate::block::Block) -> Result<()> {
+    pub(crate) fn read_index(&mut self, loc: u64, blk: &super::block::Block) -> Result<()> {
         let n = self.nr_bitmaps();
         if n > MAX_METADATA_BITMAPS as u64 {
             return Err(Error::Corrupt {
@@ -227,7 +267,7 @@ impl<B: BlockManager> Tx<B> {
 
     /// Current count of a metadata block, including queued changes.
     pub fn meta_count(&mut self, b: u64) -> Result<u32> {
-        let c = self.sm_get(SmId::Meta, b)? as i64 + self.msm.pending_delta(b);
+        let c = i64::from(self.sm_get(SmId::Meta, b)?) + self.msm.pending_delta(b);
         u32::try_from(c).map_err(|_| Error::Corrupt {
             block: b,
             what: "metadata block count went negative",
@@ -237,7 +277,7 @@ impl<B: BlockManager> Tx<B> {
     /// Like [`Tx::meta_count`] but only exact up to 2 ("3" means 3 or more); never reads the
     /// ref-count tree, so it is safe in the middle of ref-count tree updates.
     pub fn meta_count_small(&mut self, b: u64) -> Result<u32> {
-        let c = self.sm_get_small(SmId::Meta, b)? as i64 + self.msm.pending_delta(b);
+        let c = i64::from(self.sm_get_small(SmId::Meta, b)?) + self.msm.pending_delta(b);
         Ok(c.clamp(0, 3) as u32)
     }
 
@@ -293,7 +333,8 @@ impl<B: BlockManager> Tx<B> {
             let ie = self.msm.index_entry(i)?;
             let base = i * ENTRIES_PER_BITMAP;
             if ie.nr_free > 0 {
-                let start = core::cmp::max(begin.saturating_sub(base), ie.none_free_before as u64);
+                let start =
+                    core::cmp::max(begin.saturating_sub(base), u64::from(ie.none_free_before));
                 let stop = core::cmp::min(end - base, ENTRIES_PER_BITMAP);
                 let committed_loc = if self.msm.committed && i < self.msm.committed_nr_bitmaps {
                     Some(self.committed_meta_bitmap(i)?)

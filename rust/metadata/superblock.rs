@@ -1,9 +1,9 @@
 //! The thin-pool superblock (`struct thin_disk_superblock`, block 0) and the device details
 //! record (`struct disk_device_details`).
 
-use crate::block::{le32, le64, put32, put64, Block};
-use crate::error::{Error, Result};
-use crate::sm_common::SmRoot;
+use super::block::{le32, le64, put32, put64, Block};
+use super::error::{Error, Result};
+use super::sm_common::SmRoot;
 
 /// `THIN_SUPERBLOCK_MAGIC`.
 pub const SUPERBLOCK_MAGIC: u64 = 27_022_010;
@@ -149,7 +149,7 @@ impl Superblock {
         {
             return bad("space map claims more allocated blocks than it has");
         }
-        if self.data_sm.nr_blocks > crate::sm_data::MAX_DATA_BLOCKS {
+        if self.data_sm.nr_blocks > super::sm_data::MAX_DATA_BLOCKS {
             return bad("data space map larger than 2^40 blocks");
         }
         if self.data_block_size == 0 {

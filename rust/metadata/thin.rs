@@ -6,20 +6,20 @@
 //! the pool refuses further changes and must be reopened, which returns to the last commit —
 //! the kernel does the same by switching the pool to read-only / fail mode.
 
-use crate::block::{le64, BlockKind, BlockManager};
-use crate::btree::{
+use super::block::{le64, BlockKind, BlockManager};
+use super::btree::{
     DETAILS_TREE, MAPPING_BOTTOM_TREE, MAPPING_TOP_TREE, REF_COUNT_TREE, SM_INDEX_TREE,
 };
-use crate::btree_node as node;
-use crate::error::{Error, Result, Space};
-use crate::sm_common::{bitmap_set, IndexEntry, SmRoot, ENTRIES_PER_BITMAP};
-use crate::sm_data::DataSm;
-use crate::sm_metadata::{MetaSm, MAX_METADATA_BLOCKS};
-use crate::superblock::{
+use super::btree_node as node;
+use super::error::{Error, Result, Space};
+use super::sm_common::{bitmap_set, IndexEntry, SmRoot, ENTRIES_PER_BITMAP};
+use super::sm_data::DataSm;
+use super::sm_metadata::{MetaSm, MAX_METADATA_BLOCKS};
+use super::superblock::{
     DeviceDetails, Superblock, METADATA_BLOCK_SECTORS, NEEDS_CHECK_FLAG, SUPERBLOCK_LOCATION,
     SUPERBLOCK_VERSION,
 };
-use crate::tm::Tx;
+use super::tm::Tx;
 
 /// Largest thin device id (24 bits).
 pub const MAX_DEV_ID: u64 = (1 << 24) - 1;
@@ -32,7 +32,7 @@ pub const MIN_METADATA_BLOCKS: u64 = 32;
 
 /// `(data_block << 24) | time` as stored in bottom-level leaves.
 pub fn pack_block_time(block: u64, time: u32) -> u64 {
-    (block << 24) | (time & TIME_MASK) as u64
+    (block << 24) | u64::from(time & TIME_MASK)
 }
 
 /// Split a stored `block_time` value.
@@ -91,10 +91,47 @@ impl<B: BlockManager> Pool<B> {
     /// Format the device (any previous contents are ignored) and commit an empty pool with a
     /// zero-sized data space map.
     pub fn format(bm: B, data_block_size: u32) -> Result<Self> {
+        let mut pool = Pool::unloaded(bm);
+        pool.format_in_place(data_block_size)?;
+        Ok(pool)
+    }
+
+    /// A pool with nothing loaded (every operation fails until one of the `_in_place` methods
+    /// succeeds).  `Pool` is about 6 KiB: the kernel puts this in its heap allocation and loads
+    /// it there, because the by-value constructors need several copies of it on the stack.
+    pub fn unloaded(bm: B) -> Self {
+        // One struct expression of constants, so that it is built directly in the caller's
+        // slot (a run-time `MetaSm::new` is built on the stack and copied).
+        Pool {
+            tx: Tx {
+                bm,
+                msm: const { MetaSm::new(0) },
+                dsm: DataSm::default(),
+            },
+            sb: Superblock::default(),
+            cache: [CachedDetails::default(); DETAILS_CACHE],
+            next_evict: 0,
+            changed: false,
+            failed: true,
+            writable: false,
+        }
+    }
+
+    /// Forget the in-core state; the pool is unusable until loaded again.
+    fn unload(&mut self) {
+        self.failed = true;
+        self.changed = false;
+        self.writable = false;
+        self.cache = [CachedDetails::default(); DETAILS_CACHE];
+        self.next_evict = 0;
+    }
+
+    /// [`Pool::format`] into this pool, in place.
+    pub fn format_in_place(&mut self, data_block_size: u32) -> Result<()> {
         if data_block_size == 0 {
             return Err(Error::Invalid("data block size must not be zero"));
         }
-        let nr = core::cmp::min(bm.nr_blocks(), MAX_METADATA_BLOCKS);
+        let nr = core::cmp::min(self.tx.bm.nr_blocks(), MAX_METADATA_BLOCKS);
         if nr < MIN_METADATA_BLOCKS {
             return Err(Error::Invalid("metadata device too small"));
         }
@@ -102,10 +139,15 @@ impl<B: BlockManager> Pool<B> {
         // from 3; blocks 0..=last bitmap are in use.
         let nbm = nr.div_ceil(ENTRIES_PER_BITMAP);
         let used = 3 + nbm;
-        let mut msm = MetaSm::new(nr);
+        // Nothing of the previous in-core state survives, even if formatting fails half-way.
+        self.unload();
+        self.writable = true;
+        let tx = &mut self.tx;
+        tx.msm.reset(nr);
+        tx.dsm = DataSm::default();
         for i in 0..nbm {
             let loc = 3 + i;
-            let mut g = bm.new_block(loc, BlockKind::Bitmap)?;
+            let mut g = tx.bm.new_block(loc, BlockKind::Bitmap)?;
             let (nr_free, nfb) = if i == 0 {
                 for b in 0..used {
                     bitmap_set(&mut g, b, 1);
@@ -114,7 +156,7 @@ impl<B: BlockManager> Pool<B> {
             } else {
                 (ENTRIES_PER_BITMAP, 0)
             };
-            msm.set_index_entry(
+            tx.msm.set_index_entry(
                 i,
                 IndexEntry {
                     blocknr: loc,
@@ -124,25 +166,20 @@ impl<B: BlockManager> Pool<B> {
             )?;
         }
         {
-            let mut g = bm.new_block(2, BlockKind::Node)?;
+            let mut g = tx.bm.new_block(2, BlockKind::Node)?;
             node::init(&mut g, false, REF_COUNT_TREE.value_size);
         }
-        drop(bm.new_block(1, BlockKind::Index)?);
-        msm.nr_allocated = used;
-        msm.ref_root = 2;
-        msm.index_loc = 1;
-        msm.mark_all_shadowed();
-        let mut tx = Tx {
-            bm,
-            msm,
-            dsm: DataSm::default(),
-        };
+        drop(tx.bm.new_block(1, BlockKind::Index)?);
+        tx.msm.nr_allocated = used;
+        tx.msm.ref_root = 2;
+        tx.msm.index_loc = 1;
+        tx.msm.mark_all_shadowed();
         tx.dsm.index_root = tx.btree_empty(SM_INDEX_TREE)?;
         tx.dsm.ref_root = tx.btree_empty(REF_COUNT_TREE)?;
         tx.dsm.committed_index_root = tx.dsm.index_root;
         let mapping_root = tx.btree_empty(MAPPING_TOP_TREE)?;
         let details_root = tx.btree_empty(DETAILS_TREE)?;
-        let sb = Superblock {
+        self.sb = Superblock {
             version: SUPERBLOCK_VERSION,
             mapping_root,
             details_root,
@@ -151,14 +188,23 @@ impl<B: BlockManager> Pool<B> {
             metadata_nr_blocks: nr,
             ..Superblock::default()
         };
-        let mut pool = Pool::from_parts(tx, sb, true);
-        pool.changed = true;
-        pool.commit()?;
-        Ok(pool)
+        self.failed = false;
+        self.changed = true;
+        self.commit()
     }
 
     /// Open existing metadata.  `data_block_size`, when given, must match the superblock.
     pub fn open(bm: B, data_block_size: Option<u32>, writable: bool) -> Result<Self> {
+        let mut pool = Pool::unloaded(bm);
+        pool.open_in_place(data_block_size, writable)?;
+        Ok(pool)
+    }
+
+    /// [`Pool::open`] into this pool, in place: also how to abort, i.e. return to the last
+    /// commit.  On failure the pool stays unloaded.
+    pub fn open_in_place(&mut self, data_block_size: Option<u32>, writable: bool) -> Result<()> {
+        self.unload();
+        let bm = &self.tx.bm;
         let sb = {
             let g = bm.read(SUPERBLOCK_LOCATION, BlockKind::Superblock)?;
             Superblock::check_magic(&g)?;
@@ -174,16 +220,17 @@ impl<B: BlockManager> Pool<B> {
             }
         }
         sb.check_geometry(SUPERBLOCK_LOCATION, bm.nr_blocks())?;
-        let mut msm = MetaSm::new(sb.meta_sm.nr_blocks);
+        let msm = &mut self.tx.msm;
+        msm.reset(sb.meta_sm.nr_blocks);
         msm.nr_allocated = sb.meta_sm.nr_allocated;
         msm.ref_root = sb.meta_sm.ref_count_root;
         {
             let loc = sb.meta_sm.bitmap_root;
-            let g = bm.read(loc, BlockKind::Index)?;
+            let g = self.tx.bm.read(loc, BlockKind::Index)?;
             msm.read_index(loc, &g)?;
         }
         msm.end_transaction(sb.meta_sm.bitmap_root);
-        let dsm = DataSm {
+        self.tx.dsm = DataSm {
             nr_blocks: sb.data_sm.nr_blocks,
             nr_allocated: sb.data_sm.nr_allocated,
             index_root: sb.data_sm.bitmap_root,
@@ -193,8 +240,10 @@ impl<B: BlockManager> Pool<B> {
             cursor: 0,
             last_index: None,
         };
-        let tx = Tx { bm, msm, dsm };
-        Ok(Pool::from_parts(tx, sb, writable))
+        self.sb = sb;
+        self.writable = writable;
+        self.failed = false;
+        Ok(())
     }
 
     /// Open if block 0 is non-zero, otherwise format (what the pool constructor does).
@@ -203,18 +252,6 @@ impl<B: BlockManager> Pool<B> {
             Self::open(bm, Some(data_block_size), true)
         } else {
             Self::format(bm, data_block_size)
-        }
-    }
-
-    fn from_parts(tx: Tx<B>, sb: Superblock, writable: bool) -> Self {
-        Pool {
-            tx,
-            sb,
-            cache: [CachedDetails::default(); DETAILS_CACHE],
-            next_evict: 0,
-            changed: false,
-            failed: false,
-            writable,
         }
     }
 

@@ -6,12 +6,12 @@
 //! block may be written in place iff it was unused in the committed state and its count is 1,
 //! which needs no in-core set of shadowed blocks (and hence no heap).
 
-use crate::block::{BlockKind, BlockManager};
-use crate::btree::{TreeInfo, ValueKind, MAX_DEPTH};
-use crate::btree_node::{self as node, Header};
-use crate::error::{Error, Result};
-use crate::sm_data::DataSm;
-use crate::sm_metadata::MetaSm;
+use super::block::{BlockKind, BlockManager};
+use super::btree::{TreeInfo, ValueKind, MAX_DEPTH};
+use super::btree_node::{self as node, Header};
+use super::error::{Error, Result};
+use super::sm_data::DataSm;
+use super::sm_metadata::MetaSm;
 
 /// Transaction context: block manager plus both space maps.
 pub struct Tx<B: BlockManager> {
@@ -127,8 +127,8 @@ impl<B: BlockManager> Tx<B> {
     pub fn value_inc(&mut self, kind: ValueKind, v: &[u8]) -> Result<()> {
         match kind {
             ValueKind::Plain => Ok(()),
-            ValueKind::DataBlockTime => self.data_inc(crate::thin::unpack_block_time(v).0),
-            ValueKind::SubtreeRoot => self.meta_inc(crate::block::le64(v, 0)),
+            ValueKind::DataBlockTime => self.data_inc(super::thin::unpack_block_time(v).0),
+            ValueKind::SubtreeRoot => self.meta_inc(super::block::le64(v, 0)),
         }
     }
 
@@ -136,10 +136,10 @@ impl<B: BlockManager> Tx<B> {
     pub fn value_dec(&mut self, kind: ValueKind, v: &[u8], depth: usize) -> Result<()> {
         match kind {
             ValueKind::Plain => Ok(()),
-            ValueKind::DataBlockTime => self.data_dec(crate::thin::unpack_block_time(v).0),
+            ValueKind::DataBlockTime => self.data_dec(super::thin::unpack_block_time(v).0),
             ValueKind::SubtreeRoot => self.dec_tree(
-                crate::block::le64(v, 0),
-                crate::btree::MAPPING_BOTTOM_TREE,
+                super::block::le64(v, 0),
+                super::btree::MAPPING_BOTTOM_TREE,
                 depth + 1,
             ),
         }
@@ -175,7 +175,7 @@ impl<B: BlockManager> Tx<B> {
                     h.value_size
                 };
                 if internal {
-                    let child = crate::block::le64(&v, 0);
+                    let child = super::block::le64(&v, 0);
                     self.dec_tree(child, info, depth + 1)?;
                 } else {
                     self.value_dec(info.values, &v[..vs], depth)?;

@@ -16,6 +16,9 @@
 //! dm-thin's fail mode ([`PoolMode::Fail`]): `dmsetup status` prints `Fail`, messages fail
 //! with EOPNOTSUPP, and thin tables are refused.
 
+#[cfg(CONFIG_KUNIT = "y")]
+mod mem_blocks;
+mod metadata_kunit;
 mod params;
 mod registry;
 

@@ -1,6 +1,6 @@
 //! Write-back block cache implementing the engine's `BlockManager` contract.
 //!
-//! Buffers are shared `Rc<Block>`: a read guard is a clone of the `Rc`; a write guard
+//! Buffers are shared `Rc<Box<Block>>`: a read guard is a clone of the `Rc`; a write guard
 //! takes the buffer out of the cache (copying it if readers still hold it) and puts it back,
 //! dirty, when dropped.  A block that is checked out for writing cannot be read or written again
 //! until then — the engine never does that, and the cache reports it as an error if it did.
@@ -15,9 +15,14 @@ use rthin_metadata::{Block, BlockKind, BlockManager, Error, Result, BLOCK_SIZE};
 
 use crate::disk::Disk;
 
+/// A cached buffer.  `Rc<Box<..>>` rather than `Rc<Block>` so that a write guard can take the
+/// boxed buffer out and put it back without copying 4 KiB each time.
+#[allow(clippy::redundant_allocation)]
+type Buf = Rc<Box<Block>>;
+
 struct Entry {
     /// `None` while checked out by a write guard.
-    data: Option<Rc<Block>>,
+    data: Option<Buf>,
     kind: BlockKind,
     dirty: bool,
 }
@@ -48,7 +53,7 @@ pub struct CachedBm<D: Disk> {
 
 /// Read guard.
 pub struct ReadGuard {
-    data: Rc<Block>,
+    data: Buf,
 }
 
 impl Deref for ReadGuard {
@@ -87,7 +92,7 @@ impl<D: Disk> Drop for WriteGuard<D> {
         if let Some(data) = self.data.take() {
             let mut inner = self.inner.borrow_mut();
             if let Some(e) = inner.cache.get_mut(&self.loc) {
-                e.data = Some(Rc::from(data));
+                e.data = Some(Rc::new(data));
                 e.dirty = true;
             }
         }
@@ -144,7 +149,7 @@ impl<D: Disk> CachedBm<D> {
         self.inner.borrow().cache.len()
     }
 
-    fn load(&self, loc: u64, kind: BlockKind) -> Result<Rc<Block>> {
+    fn load(&self, loc: u64, kind: BlockKind) -> Result<Buf> {
         let mut inner = self.inner.borrow_mut();
         if loc >= inner.disk.nr_blocks() {
             return Err(Error::Io { block: loc });
@@ -161,7 +166,7 @@ impl<D: Disk> CachedBm<D> {
             }
             return Ok(data);
         }
-        let mut buf = [0u8; BLOCK_SIZE];
+        let mut buf = Box::new([0u8; BLOCK_SIZE]);
         inner
             .disk
             .read_block(loc, &mut buf)
@@ -212,8 +217,8 @@ impl<D: Disk> CachedBm<D> {
                 inner.dirty.push(loc);
             }
             match Rc::try_unwrap(rc) {
-                Ok(b) => Box::new(b),
-                Err(shared) => Box::new(*shared),
+                Ok(b) => b,
+                Err(shared) => Box::new(**shared),
             }
         };
         Ok(WriteGuard {
@@ -259,7 +264,8 @@ impl<D: Disk> BlockManager for CachedBm<D> {
                 let e = inner.cache.get_mut(&loc).ok_or(busy(loc))?;
                 (e.kind, e.data.take().ok_or(busy(loc))?)
             };
-            seal(kind, loc, Rc::make_mut(&mut rc));
+            let buf: &mut Box<Block> = Rc::make_mut(&mut rc);
+            seal(kind, loc, buf);
             let r = inner.disk.write_block(loc, &rc);
             if let Some(e) = inner.cache.get_mut(&loc) {
                 e.data = Some(rc);
