@@ -12,6 +12,10 @@
 
 SHELL := /bin/bash
 export KDIR
+# Same defaults as scripts/env.sh: caches outside the clone, userspace builds included.
+RTHIN_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/rthin
+export RTHIN_CACHE
+export CARGO_TARGET_DIR ?= $(RTHIN_CACHE)/cargo-target
 
 .PHONY: all module setup kernel kernel-debug userspace demo check check-debug clippy fmt \
 	bench-metadata clean
@@ -55,4 +59,4 @@ bench-metadata:
 	@cd userspace && cargo run --release --locked -p rthin-metadata-bench
 
 clean:
-	@git clean -fdXq -- rust dm-rthin.* Module.symvers modules.order .check-logs userspace/target
+	@git clean -fdXq -- rust dm-rthin.* Module.symvers modules.order .check-logs

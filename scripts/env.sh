@@ -28,3 +28,7 @@ RTHIN_KMAKE_ARGS=(ARCH=x86_64 "RUSTC=$RTHIN_RUSTC" "RUSTDOC=$RTHIN_RUSTDOC" "BIN
 
 rthin_log() { printf '\033[1m[rthin]\033[0m %s\n' "$*" >&2; }
 rthin_die() { printf '\033[1;31m[rthin] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+# Userspace builds go to the cache too, so a fresh clone (CI) reuses compiled dependencies.
+# qemu/run takes the guest's binaries from $CARGO_TARGET_DIR/release.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$RTHIN_CACHE/cargo-target}

@@ -22,6 +22,6 @@ trap 'rm -rf "$tmp"' EXIT
 printf '<superblock uuid="" time="0" transaction="0" version="2" data_block_size="128" nr_data_blocks="10">\n</superblock>' > "$tmp/b.xml"
 for x in a b; do
   truncate -s $((64 * 4096)) "$out/$x.img"
-  ./target/debug/rthinctl restore -i "$tmp/$x.xml" -o "$out/$x.img"
+  "${CARGO_TARGET_DIR:-target}/debug/rthinctl" restore -i "$tmp/$x.xml" -o "$out/$x.img"
 done
 echo "corpus in $out"
