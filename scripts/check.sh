@@ -97,8 +97,8 @@ rthin_log "kernel: $kout"
 
 if [ $guest_only = 0 ]; then
   # Lints. The clippy build of the module is a full build; it is followed by a plain one.
-  step module-clippy bash -c 'scripts/build-module.sh clean && scripts/build-module.sh CLIPPY=1 modules 2>&1 |
-    tee /dev/stderr | { ! grep -E "^(warning|error)"; }'
+  step module-clippy bash -c 'set -o pipefail; scripts/build-module.sh clean && scripts/build-module.sh CLIPPY=1 modules 2>&1 |
+    tee /dev/stderr | { ! grep -iE "^(warning|error)"; }'
   step module-rustfmt scripts/rustfmt-module.sh --check
   step userspace-fmt bash -c 'cd userspace && cargo fmt --all --check'
   step userspace-clippy bash -c 'cd userspace && cargo clippy --workspace --all-targets --locked -- -D warnings'
