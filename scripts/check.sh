@@ -24,11 +24,19 @@ rm -rf "$logdir" && mkdir -p "$logdir"
 
 record() { printf '%s\n' "$@" >>"$results"; }
 
+# Elapsed time of each step, printed when the next one starts and at the end.
+step_name='' step_start=$SECONDS
+begin() {
+  [ -z "$step_name" ] || rthin_log "  $step_name took $((SECONDS - step_start)) s"
+  step_name=$1 step_start=$SECONDS
+  [ -z "$1" ] || rthin_log "$1"
+}
+
 # step NAME CMD...: run CMD with its output in a log; one result.
 step() {
   local name=$1 log=$logdir/$1.log
   shift
-  rthin_log "$name"
+  begin "$name"
   if "$@" >"$log" 2>&1; then
     record "PASS $name"
   else
@@ -42,7 +50,7 @@ step() {
 collect() {
   local name=$1 log=$logdir/$1.log rc
   shift
-  rthin_log "$name"
+  begin "$name"
   "$@" 2>&1 | tee "$log" | grep -E '^(PASS|FAIL) ' >"$work/lines"
   rc=${PIPESTATUS[0]}
   cat "$work/lines" >>"$results"
@@ -60,7 +68,7 @@ collect() {
 cargo_tests() {
   local name=$1 log=$logdir/$1.log rc
   shift
-  rthin_log "$name"
+  begin "$name"
   "$@" >"$log" 2>&1
   rc=$?
   # libtest prints "test <path> ... ok|FAILED" per case.
@@ -74,6 +82,8 @@ cargo_tests() {
 
 summary() {
   local passed failed
+  begin ''
+  rthin_log "total $SECONDS s"
   passed=$(grep -c '^PASS ' "$results")
   failed=$(grep -c '^FAIL ' "$results")
   cp "$results" "$logdir/results"
