@@ -96,7 +96,11 @@ summary() {
 }
 
 step setup scripts/setup.sh || true
-if ! kout=$(scripts/build-kernel.sh "$variant" 2>"$logdir/kernel.log"); then
+# KDIR=/path/to/built/kernel uses a kernel the user built (configured with qemu/kernel.config for
+# the guest tests); otherwise the cached guest kernel of the variant, built if missing.
+if [ -n "${KDIR:-}" ]; then
+  kout=$(cd "$KDIR" && pwd) || { record "FAIL kernel: KDIR=$KDIR is not a directory"; summary; exit 1; }
+elif ! kout=$(scripts/build-kernel.sh "$variant" 2>"$logdir/kernel.log"); then
   record "FAIL kernel-$variant: build failed; see $logdir/kernel.log"
   tail -n 30 "$logdir/kernel.log" >&2
   summary
@@ -128,7 +132,7 @@ fi
 # Guest tests: one boot runs every tests/guest/[0-9]*.sh and leaves the module's KUnit KTAP in
 # a shared directory; the kernel's kunit.py parses it here on the host.
 mkdir -p "$work/guest"
-collect guest-tests qemu/run --kernel "$variant" --timeout 1200 --share "$work/guest:/results" \
+collect guest-tests qemu/run --kernel-tree "$kout" --timeout 1200 --share "$work/guest:/results" \
   -- /rthin/tests/guest/run-all.sh /results
 collect kunit python3 scripts/kunit-results.py "$(scripts/fetch-kernel-source.sh)" "$work"/guest/kunit/*.ktap
 
