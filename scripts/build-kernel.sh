@@ -18,7 +18,9 @@ esac
 ksrc=$("$RTHIN_TOP/scripts/fetch-kernel-source.sh")
 # Bump recipe when a change to the build steps below changes the resulting kernel.
 recipe=1
-key=$( { echo "recipe $recipe $ksrc"; cat "${fragments[@]}"; "$RTHIN_RUSTC" --version; "$RTHIN_BINDGEN" --version; } |
+# The compilers are part of the key: gcc builds the C, libclang (through bindgen) reads it.
+key=$( { echo "recipe $recipe $ksrc"; cat "${fragments[@]}"; "$RTHIN_RUSTC" --version; "$RTHIN_BINDGEN" --version
+  gcc --version | head -n1; dpkg-query -W -f='${Version}\n' libclang-19-dev clang-19; } |
   sha256sum | cut -c1-16)
 kout=$RTHIN_CACHE/kernel/$variant-$key
 if [ -f "$kout/.rthin-done" ]; then
