@@ -1,4 +1,5 @@
 # Shared settings for the project's scripts; source it, do not run it.
+# shellcheck shell=bash disable=SC2034  # the variables are for the scripts that source this file
 #
 # Everything large or slow (kernel source and builds, bindgen, downloaded .debs, the guest image)
 # lives in $RTHIN_CACHE, outside the clone, so a fresh clone on the same machine reuses it.
@@ -8,7 +9,8 @@ RTHIN_CACHE=${RTHIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rthin}
 export RTHIN_TOP RTHIN_CACHE
 
 # Kernel source: Debian's linux-source-7.2 from trixie-backports, the version we tested.
-# (scripts/fetch-deb.sh falls back to the newest 7.2.x the suite has, and says so.)
+# Pinned: a cached copy is used without asking apt; if the suite has moved on and nothing is cached,
+# scripts/fetch-deb.sh stops and says what to do (it never takes another version by itself).
 RTHIN_KSRC_SUITE=trixie-backports
 RTHIN_KSRC_VERSION=7.2.12-1~bpo13+1
 # thin-provisioning-tools 1.x from trixie: runs on Debian 12; unpacked, never installed.
