@@ -1,9 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Bios: [`Bio`] (borrowed), [`MapRequest`] and [`MapOutcome`] (one decision per mapped bio),
-//! and [`OwnedBio`] (a bio the target took over and must complete exactly once).
+//! [`EndIoRequest`] and [`EndIoOutcome`] (one decision per completed bio), [`OwnedBio`] (a bio the
+//! target took over and must complete exactly once) and [`BioList`] (owned bios in a list that
+//! needs no allocation).
+//!
+//! C headers: [`include/linux/bio.h`](srctree/include/linux/bio.h),
+//! [`include/linux/device-mapper.h`](srctree/include/linux/device-mapper.h).
 
-use super::{bindings as dm, BlkStatus, DmDev};
+use super::{bindings as dm, BlkStatus, BlockDevice, DmDev};
 use core::{marker::PhantomData, mem::ManuallyDrop, ptr::NonNull};
 use kernel::{bindings, prelude::*, types::Opaque};
 
@@ -114,6 +119,24 @@ impl Bio {
         // SAFETY: The bio is valid and ours to modify; `dev.bdev()` is an open block device.
         unsafe { dm::rthin_bio_set_dev(self.as_raw(), dev.bdev()) };
     }
+
+    /// Points the bio at the counted device `dev`.
+    fn set_block_device(&mut self, dev: &BlockDevice) {
+        // SAFETY: The bio is valid and ours to modify; `dev.bdev()` is open while `dev` lives,
+        // and whoever submits the bio keeps `dev` alive until it completes.
+        unsafe { dm::rthin_bio_set_dev(self.as_raw(), dev.bdev()) };
+    }
+
+    /// Whether the bio carries no data (an empty flush).
+    pub fn is_empty(&self) -> bool {
+        self.size() == 0
+    }
+
+    /// Removes `REQ_PREFLUSH` and `REQ_FUA` (a target that already made the data durable).
+    pub fn clear_flush_fua(&mut self) {
+        // SAFETY: By the type invariant the bio is valid and ours to modify.
+        unsafe { (*self.as_raw()).bi_opf &= !(dm::RTHIN_REQ_PREFLUSH | dm::RTHIN_REQ_FUA) };
+    }
 }
 
 /// A bio handed to [`super::Target::map`], together with its per-bio data.
@@ -211,6 +234,92 @@ impl MapOutcome<'_> {
     }
 }
 
+/// A completed bio handed to [`super::Target::end_io`], with its per-bio data.
+///
+/// Consuming it produces the [`EndIoOutcome`] `end_io` must return: [`EndIoRequest::done`]
+/// (complete it, with the possibly changed status), [`EndIoRequest::requeue`], or
+/// [`EndIoRequest::take`] (`DM_ENDIO_INCOMPLETE`: the target keeps the bio and completes it
+/// later with [`OwnedBio::end`], which runs `end_io` again for it).
+///
+/// # Invariants
+///
+/// As for [`MapRequest`]: `bio` is the completing clone and `per_bio` its initialised per-bio
+/// data; dm core does not touch either during `'a`.
+pub struct EndIoRequest<'a, P> {
+    bio: NonNull<bindings::bio>,
+    per_bio: NonNull<P>,
+    _life: PhantomData<fn(&'a ()) -> &'a ()>,
+}
+
+impl<'a, P> EndIoRequest<'a, P> {
+    /// # Safety
+    ///
+    /// `bio` must be the bio passed to `end_io`; `per_bio` its initialised per-bio data; both
+    /// unaccessed by anything else during `'a`.
+    pub(crate) unsafe fn new(bio: NonNull<bindings::bio>, per_bio: NonNull<P>) -> Self {
+        // INVARIANT: Guaranteed by the caller.
+        Self {
+            bio,
+            per_bio,
+            _life: PhantomData,
+        }
+    }
+
+    /// The bio.
+    pub fn bio(&mut self) -> &mut Bio {
+        // SAFETY: By the type invariant the bio is valid and exclusively ours for the borrow.
+        unsafe { Bio::from_raw(self.bio.as_ptr()) }
+    }
+
+    /// The bio's per-bio data.
+    pub fn per_bio(&mut self) -> &mut P {
+        // SAFETY: By the type invariant the area is initialised, ours and disjoint from the bio.
+        unsafe { self.per_bio.as_mut() }
+    }
+
+    fn outcome(self, code: u32) -> EndIoOutcome<'a> {
+        EndIoOutcome {
+            code: code as c_int,
+            _life: PhantomData,
+        }
+    }
+
+    /// Let dm core complete the bio (`DM_ENDIO_DONE`).
+    pub fn done(self) -> EndIoOutcome<'a> {
+        self.outcome(dm::DM_ENDIO_DONE)
+    }
+
+    /// Have dm core resubmit the bio (`DM_ENDIO_REQUEUE`).
+    pub fn requeue(self) -> EndIoOutcome<'a> {
+        self.outcome(dm::DM_ENDIO_REQUEUE)
+    }
+
+    /// Keep the bio (`DM_ENDIO_INCOMPLETE`): the target must end it later through the returned
+    /// [`OwnedBio`]; that second completion calls `end_io` again, which then decides afresh.
+    pub fn take(self) -> (OwnedBio<P>, EndIoOutcome<'a>) {
+        // INVARIANT: After `DM_ENDIO_INCOMPLETE` dm core leaves the bio to the target until it
+        // is ended again; the per-bio data lives as long as the bio.
+        let owned = OwnedBio {
+            bio: self.bio,
+            per_bio: self.per_bio,
+        };
+        (owned, self.outcome(dm::DM_ENDIO_INCOMPLETE))
+    }
+}
+
+/// The decision `end_io` returns (`DM_ENDIO_*`), obtainable only by consuming an
+/// [`EndIoRequest`].
+pub struct EndIoOutcome<'a> {
+    code: c_int,
+    _life: PhantomData<fn(&'a ()) -> &'a ()>,
+}
+
+impl EndIoOutcome<'_> {
+    pub(crate) fn into_raw(self) -> c_int {
+        self.code
+    }
+}
+
 /// A bio the target took over in `map` (`DM_MAPIO_SUBMITTED`) and must finish exactly once, by
 /// [`OwnedBio::end`] or [`OwnedBio::submit`]. Dropping it unfinished ends it with an I/O error
 /// and a warning, so a bio is never lost.
@@ -256,20 +365,158 @@ impl<P> OwnedBio<P> {
         unsafe { dm::rthin_bio_endio_status(bio, status.0) };
     }
 
-    /// Sends the (remapped) bio to its device (`dm_submit_bio_remap()`).
-    pub fn submit(self) {
+    /// Sends the bio to `dev` at its current sector (`bio_set_dev()`, then
+    /// `dm_submit_bio_remap()`). The caller must keep `dev` open until the bio completes, as a
+    /// pool's counted handles are (they live as long as the targets whose bios use them).
+    ///
+    /// There is no plain `submit`: a clone bio still points at the mapped device itself, and
+    /// submitting it unchanged would send it into the target again.
+    pub fn submit_to(mut self, dev: &BlockDevice) {
+        self.bio().set_block_device(dev);
         let bio = self.into_raw();
         // SAFETY: By the type invariant we own the clone bio; passing a null target clone
         // submits `bio` itself. `into_raw` disarmed the drop, so it is submitted exactly once.
         unsafe { dm::dm_submit_bio_remap(bio, core::ptr::null_mut()) };
     }
+
+    /// Completes a read with zeroes in all its remaining data (`zero_fill_bio()`), successfully.
+    pub fn zero_fill_and_end(self) {
+        let bio = self.into_raw();
+        // SAFETY: By the type invariant we own the bio; it is completed exactly once.
+        unsafe { dm::rthin_bio_zero_fill_and_end(bio) };
+    }
 }
 
-impl<P> Drop for OwnedBio<P> {
-    fn drop(&mut self) {
-        pr_warn!("rthin: bio dropped without completion; failing it with EIO\n");
-        // SAFETY: By the type invariant we own the bio; `end` and `submit` forget `self`, so
-        // this runs only if neither did, and the bio is completed exactly once.
-        unsafe { dm::rthin_bio_endio_status(self.bio.as_ptr(), BlkStatus::IOERR.0) };
+/// A FIFO of owned bios, linked through `bi_next` like the kernel's `struct bio_list`: pushing
+/// never allocates, so it works in `map` and in interrupt context.
+///
+/// Dropping a non-empty list fails the bios it holds with EIO (each [`OwnedBio`] drop does).
+///
+/// # Invariants
+///
+/// `head..=tail` are owned bios linked through `bi_next` (the last one's `bi_next` is null),
+/// each a bio an [`OwnedBio<P>`] owned; `len` counts them.
+pub struct BioList<P> {
+    head: *mut bindings::bio,
+    tail: *mut bindings::bio,
+    len: usize,
+    _per_bio: PhantomData<OwnedBio<P>>,
+}
+
+// SAFETY: The list owns its bios like `OwnedBio<P>` does, which is `Send` for `P: Send`.
+unsafe impl<P: Send> Send for BioList<P> {}
+
+impl<P> Default for BioList<P> {
+    fn default() -> Self {
+        Self::new()
     }
+}
+
+impl<P> BioList<P> {
+    /// An empty list.
+    pub const fn new() -> Self {
+        Self {
+            head: core::ptr::null_mut(),
+            tail: core::ptr::null_mut(),
+            len: 0,
+            _per_bio: PhantomData,
+        }
+    }
+
+    /// Number of bios.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends `bio`.
+    pub fn push(&mut self, bio: OwnedBio<P>) {
+        // The per-bio data is found again from the bio when it is popped: dm core places it
+        // at a fixed offset before the bio.
+        let raw = bio.into_raw();
+        // SAFETY: We own `raw`; `bi_next` of an owned dm clone is unused by anyone else.
+        unsafe { (*raw).bi_next = core::ptr::null_mut() };
+        if self.tail.is_null() {
+            self.head = raw;
+        } else {
+            // SAFETY: `tail` is an owned bio of the list (invariant).
+            unsafe { (*self.tail).bi_next = raw };
+        }
+        self.tail = raw;
+        self.len += 1;
+    }
+
+    /// Moves every bio of `other` to the end of this list.
+    pub fn append(&mut self, other: &mut Self) {
+        if other.head.is_null() {
+            return;
+        }
+        if self.tail.is_null() {
+            self.head = other.head;
+        } else {
+            // SAFETY: `tail` is an owned bio of the list (invariant).
+            unsafe { (*self.tail).bi_next = other.head };
+        }
+        self.tail = other.tail;
+        self.len += other.len;
+        *other = Self::new();
+    }
+
+    /// Takes all bios, leaving the list empty.
+    pub fn take(&mut self) -> Self {
+        core::mem::take(self)
+    }
+}
+
+impl<P> BioList<P> {
+    /// Removes the first bio.
+    pub fn pop(&mut self) -> Option<OwnedBio<P>> {
+        let raw = NonNull::new(self.head)?;
+        // SAFETY: `raw` is an owned bio of the list (invariant).
+        self.head = unsafe { (*raw.as_ptr()).bi_next };
+        // SAFETY: As above; unlink it.
+        unsafe { (*raw.as_ptr()).bi_next = core::ptr::null_mut() };
+        if self.head.is_null() {
+            self.tail = core::ptr::null_mut();
+        }
+        self.len -= 1;
+        // INVARIANT: The bio was owned by an `OwnedBio<P>` when pushed, so it is a clone bio of
+        // a target whose per-bio data is a `P`.
+        Some(OwnedBio {
+            bio: raw,
+            // SAFETY: As just said.
+            per_bio: unsafe { per_bio_area::<P>(raw) },
+        })
+    }
+}
+
+impl<P> Drop for BioList<P> {
+    fn drop(&mut self) {
+        let mut next = self.head;
+        while let Some(bio) = NonNull::new(next) {
+            // SAFETY: `bio` is an owned bio of the list (invariant).
+            next = unsafe { (*bio.as_ptr()).bi_next };
+            pr_warn!("rthin: bio list dropped with bios in it; failing them with EIO\n");
+            // SAFETY: We own the bio and complete it exactly once, here.
+            unsafe { dm::rthin_bio_endio_status(bio.as_ptr(), BlkStatus::IOERR.0) };
+        }
+    }
+}
+
+/// The per-bio data area of `bio` (dangling but aligned for a zero-sized `P`).
+///
+/// # Safety
+///
+/// `bio` must be a dm clone bio of a target whose `per_io_data_size` is `size_of::<P>()`.
+pub(crate) unsafe fn per_bio_area<P>(bio: NonNull<bindings::bio>) -> NonNull<P> {
+    if size_of::<P>() == 0 {
+        return NonNull::dangling();
+    }
+    // SAFETY: The caller guarantees the per-bio area has that size; dm core places it right
+    // before the bio, so the pointer is never null.
+    unsafe { NonNull::new_unchecked(dm::dm_per_bio_data(bio.as_ptr(), size_of::<P>()).cast()) }
 }

@@ -16,6 +16,10 @@ impl DevT {
         Self(dev)
     }
 
+    pub(crate) fn raw(&self) -> bindings::dev_t {
+        self.0
+    }
+
     /// Major number (`MAJOR()`).
     pub fn major(&self) -> u32 {
         // SAFETY: `MAJOR()` is pure arithmetic on any value.

@@ -34,6 +34,14 @@ void rthin_bio_endio_status(struct bio *bio, blk_status_t status)
 	bio_endio(bio);
 }
 
+/* Zero the remaining data of @bio and complete it successfully (a read of a hole). */
+void rthin_bio_zero_fill_and_end(struct bio *bio)
+{
+	zero_fill_bio(bio);
+	bio->bi_status = BLK_STS_OK;
+	bio_endio(bio);
+}
+
 sector_t rthin_bdev_nr_sectors(struct block_device *bdev)
 {
 	return bdev_nr_sectors(bdev);
@@ -79,4 +87,113 @@ void rthin_ratelimit_init(struct ratelimit_state *rs)
 bool rthin_ratelimit_allow(struct ratelimit_state *rs)
 {
 	return __ratelimit(rs);
+}
+
+/*
+ * A counted, non-exclusive open of a block device: the pool object keeps its metadata and data
+ * devices open this way, because it outlives the tables whose dm_get_device() opened them.
+ */
+struct file *rthin_bdev_open_by_dev(dev_t dev, bool write)
+{
+	blk_mode_t mode = BLK_OPEN_READ | (write ? BLK_OPEN_WRITE : 0);
+
+	return bdev_file_open_by_dev(dev, mode, NULL, NULL);
+}
+
+void rthin_bdev_file_put(struct file *file)
+{
+	fput(file);
+}
+
+struct block_device *rthin_file_bdev(struct file *file)
+{
+	return file_bdev(file);
+}
+
+unsigned long rthin_spin_lock_irqsave(spinlock_t *lock)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(lock, flags);
+	return flags;
+}
+
+void rthin_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags)
+{
+	spin_unlock_irqrestore(lock, flags);
+}
+
+bool rthin_spin_trylock_irqsave(spinlock_t *lock, unsigned long *flags)
+{
+	return spin_trylock_irqsave(lock, *flags);
+}
+
+void rthin_assert_spin_locked(spinlock_t *lock)
+{
+	lockdep_assert_held(lock);
+}
+
+/*
+ * An ordered (one work item at a time, unbound), reclaim-safe queue: the pool worker must make
+ * progress under memory pressure, and its runs must not overlap.
+ */
+struct workqueue_struct *rthin_alloc_workqueue(const char *name)
+{
+	return alloc_ordered_workqueue("%s", WQ_MEM_RECLAIM, name);
+}
+
+void rthin_flush_workqueue(struct workqueue_struct *wq)
+{
+	flush_workqueue(wq);
+}
+
+unsigned int rthin_memalloc_noio_save(void)
+{
+	return memalloc_noio_save();
+}
+
+void rthin_memalloc_noio_restore(unsigned int flags)
+{
+	memalloc_noio_restore(flags);
+}
+
+struct rthin_kcopyd_wait {
+	struct completion done;
+	int error;
+};
+
+static void rthin_kcopyd_notify(int read_err, unsigned long write_err, void *context)
+{
+	struct rthin_kcopyd_wait *w = context;
+
+	w->error = (read_err || write_err) ? -EIO : 0;
+	complete(&w->done);
+}
+
+int rthin_kcopyd_zero_sync(struct dm_kcopyd_client *kc, struct block_device *bdev,
+			   sector_t sector, sector_t count)
+{
+	struct rthin_kcopyd_wait w;
+	struct dm_io_region to = { .bdev = bdev, .sector = sector, .count = count };
+
+	init_completion(&w.done);
+	w.error = 0;
+	dm_kcopyd_zero(kc, 1, &to, 0, rthin_kcopyd_notify, &w);
+	wait_for_completion_io(&w.done);
+	return w.error;
+}
+
+int rthin_kcopyd_copy_sync(struct dm_kcopyd_client *kc, struct block_device *from,
+			   sector_t from_sector, struct block_device *to, sector_t to_sector,
+			   sector_t count)
+{
+	struct rthin_kcopyd_wait w;
+	struct dm_io_region src = { .bdev = from, .sector = from_sector, .count = count };
+	struct dm_io_region dst = { .bdev = to, .sector = to_sector, .count = count };
+
+	init_completion(&w.done);
+	w.error = 0;
+	dm_kcopyd_copy(kc, &src, 1, &dst, 0, rthin_kcopyd_notify, &w);
+	wait_for_completion_io(&w.done);
+	return w.error;
 }

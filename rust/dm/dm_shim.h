@@ -13,7 +13,12 @@
 #include <linux/blkdev.h>
 #include <linux/device-mapper.h>
 #include <linux/dm-bufio.h>
+#include <linux/dm-kcopyd.h>
+#include <linux/fs.h>
 #include <linux/ratelimit.h>
+#include <linux/sched/mm.h>
+#include <linux/spinlock.h>
+#include <linux/workqueue.h>
 
 /* Bio helpers (bio.h / blk_types.h inlines and macros). */
 unsigned int rthin_bio_op(const struct bio *bio);
@@ -21,6 +26,7 @@ bool rthin_bio_is_write(const struct bio *bio);
 unsigned int rthin_bio_sectors(const struct bio *bio);
 void rthin_bio_set_dev(struct bio *bio, struct block_device *bdev);
 void rthin_bio_endio_status(struct bio *bio, blk_status_t status);
+void rthin_bio_zero_fill_and_end(struct bio *bio);
 
 /* Block device helpers. */
 sector_t rthin_bdev_nr_sectors(struct block_device *bdev);
@@ -31,6 +37,30 @@ unsigned int rthin_dev_minor(dev_t dev);
 /* Device-mapper helpers. */
 dev_t rthin_dm_target_md_devt(struct dm_target *ti);
 bool rthin_dm_devt_is_mapped_device(dev_t dev);
+
+/* Counted opens of block devices by number (a reference independent of any dm table). */
+struct file *rthin_bdev_open_by_dev(dev_t dev, bool write);
+void rthin_bdev_file_put(struct file *file);
+struct block_device *rthin_file_bdev(struct file *file);
+
+/* Irq-safe spinlock (spin_lock_irqsave is a macro). */
+unsigned long rthin_spin_lock_irqsave(spinlock_t *lock);
+void rthin_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags);
+bool rthin_spin_trylock_irqsave(spinlock_t *lock, unsigned long *flags);
+void rthin_assert_spin_locked(spinlock_t *lock);
+
+/* Workqueues and allocation scopes. */
+struct workqueue_struct *rthin_alloc_workqueue(const char *name);
+void rthin_flush_workqueue(struct workqueue_struct *wq);
+unsigned int rthin_memalloc_noio_save(void);
+void rthin_memalloc_noio_restore(unsigned int flags);
+
+/* dm-kcopyd: synchronous zero and copy (the caller sleeps until the I/O is done). */
+int rthin_kcopyd_zero_sync(struct dm_kcopyd_client *kc, struct block_device *bdev,
+			   sector_t sector, sector_t count);
+int rthin_kcopyd_copy_sync(struct dm_kcopyd_client *kc, struct block_device *from,
+			   sector_t from_sector, struct block_device *to, sector_t to_sector,
+			   sector_t count);
 
 /* Rate limiting for log messages on the I/O path. */
 void rthin_ratelimit_init(struct ratelimit_state *rs);
@@ -56,6 +86,8 @@ const unsigned int RTHIN_REQ_OP_SECURE_ERASE = REQ_OP_SECURE_ERASE;
 const unsigned int RTHIN_REQ_OP_WRITE_ZEROES = REQ_OP_WRITE_ZEROES;
 /* Status flag from drivers/md/dm.h, which is private to dm core. */
 const unsigned int RTHIN_DM_STATUS_NOFLUSH_FLAG = 1 << 0;
+const blk_status_t RTHIN_BLK_STS_AGAIN = BLK_STS_AGAIN;
+const blk_status_t RTHIN_BLK_STS_DM_REQUEUE = BLK_STS_DM_REQUEUE;
 #endif
 
 #endif /* RTHIN_DM_SHIM_H */

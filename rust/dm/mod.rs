@@ -15,7 +15,11 @@
 mod args;
 mod bindings;
 mod bio;
+mod block_device;
+mod bufio;
 mod device;
+mod irq_lock;
+mod kcopyd;
 mod limits;
 mod ratelimit;
 mod registration;
@@ -23,16 +27,22 @@ mod result;
 mod target;
 mod target_ref;
 mod vtable;
+mod workqueue;
 
 pub use args::{parse_dm_arg_u32, parse_u64, ArgRange, Args, ParseIntError};
-pub use bio::{Bio, BioOp, MapOutcome, MapRequest, OwnedBio};
+pub use bio::{Bio, BioList, BioOp, EndIoOutcome, EndIoRequest, MapOutcome, MapRequest, OwnedBio};
+pub use block_device::BlockDevice;
+pub use bufio::{BufferMut, BufferRef, BufioClient};
 pub use device::{DevT, DeviceVisitor, DmDev, OpenMode};
+pub use irq_lock::{SpinLockIrq, SpinLockIrqBackend, SpinLockIrqGuard};
+pub use kcopyd::Kcopyd;
 pub use limits::QueueLimits;
 pub use ratelimit::RateLimit;
 pub use registration::Registration;
 pub use result::ResultWriter;
 pub use target::{
-    eopnotsupp, BlkStatus, Borrowed, CtrError, EndIoOutcome, IterationStop, StatusFlags,
-    StatusType, Target, TargetFeatures,
+    enodata, eopnotsupp, BlkStatus, Borrowed, CtrError, IterationStop, StatusFlags, StatusType,
+    Target, TargetFeatures,
 };
 pub use target_ref::{TargetCtr, TargetRef};
+pub use workqueue::{flush_delayed_work, NoIoScope, OwnedQueue};

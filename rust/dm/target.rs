@@ -4,8 +4,8 @@
 //! methods exchange with the glue.
 
 use super::{
-    bindings as dm, Args, Bio, DeviceVisitor, MapOutcome, MapRequest, QueueLimits, ResultWriter,
-    TargetCtr, TargetRef,
+    bindings as dm, Args, DeviceVisitor, EndIoOutcome, EndIoRequest, MapOutcome, MapRequest,
+    QueueLimits, ResultWriter, TargetCtr, TargetRef,
 };
 use kernel::{error::VTABLE_DEFAULT_ERROR, prelude::*, types::ForeignOwnable};
 
@@ -55,6 +55,12 @@ impl From<kernel::alloc::AllocError> for CtrError {
 /// it for messages a pool cannot service in its current mode.
 pub fn eopnotsupp() -> Error {
     Error::from_errno(-(kernel::bindings::EOPNOTSUPP as c_int))
+}
+
+/// `ENODATA` ("No data available"), which `kernel::error::code` lacks; dm-thin returns it for a
+/// thin device id the pool does not know.
+pub fn enodata() -> Error {
+    Error::from_errno(-(kernel::bindings::ENODATA as c_int))
 }
 
 /// `target_type.features` bits (`DM_TARGET_*`).
@@ -121,6 +127,10 @@ impl BlkStatus {
     pub const IOERR: Self = Self(dm::RTHIN_BLK_STS_IOERR);
     /// Out of space (`-ENOSPC`).
     pub const NOSPC: Self = Self(dm::RTHIN_BLK_STS_NOSPC);
+    /// Try again later (`-EAGAIN`, for `REQ_NOWAIT` bios that would block).
+    pub const AGAIN: Self = Self(dm::RTHIN_BLK_STS_AGAIN);
+    /// Have dm core requeue the bio (`BLK_STS_DM_REQUEUE`, used with noflush suspend).
+    pub const DM_REQUEUE: Self = Self(dm::RTHIN_BLK_STS_DM_REQUEUE);
 
     /// Whether this is success.
     pub fn is_ok(&self) -> bool {
@@ -132,17 +142,6 @@ impl BlkStatus {
         // SAFETY: `errno_to_blk_status` is a pure table lookup that accepts any int.
         Self(unsafe { kernel::bindings::errno_to_blk_status(e.to_errno()) })
     }
-}
-
-/// What `end_io` decided (`DM_ENDIO_*`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EndIoOutcome {
-    /// Complete the bio with the (possibly changed) status.
-    Done,
-    /// Have dm core resubmit the bio now.
-    Requeue,
-    /// Have dm core resubmit the bio after a delay.
-    DelayRequeue,
 }
 
 /// Returned by [`DeviceVisitor::visit`] when the callout asked to stop; pass it on with `?`.
@@ -204,14 +203,16 @@ pub trait Target: Sized {
         bio: MapRequest<'a, Self::PerBio>,
     ) -> MapOutcome<'a>;
 
-    /// Called when a bio this target remapped completes; may change `status`.
-    fn end_io(
+    /// Called when a bio of this target completes (one it remapped, submitted or ended
+    /// itself); may change `status`. Runs in any context, including hard interrupts: it must
+    /// not sleep, and state it shares with process context needs a
+    /// [`SpinLockIrq`](super::SpinLockIrq) or atomics.
+    fn end_io<'a>(
         _private: Borrowed<'_, Self>,
         _ti: &TargetRef,
-        _bio: &mut Bio,
-        _per_bio: &mut Self::PerBio,
+        _bio: EndIoRequest<'a, Self::PerBio>,
         _status: &mut BlkStatus,
-    ) -> EndIoOutcome {
+    ) -> EndIoOutcome<'a> {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 

@@ -9,7 +9,7 @@
 //! `ctr`.
 
 use super::{
-    bindings as dm, Args, Bio, BlkStatus, DeviceVisitor, EndIoOutcome, MapRequest, QueueLimits,
+    bindings as dm, Args, BlkStatus, DeviceVisitor, EndIoRequest, MapRequest, QueueLimits,
     Registration, ResultWriter, StatusFlags, StatusType, Target, TargetCtr, TargetRef,
 };
 use core::{marker::PhantomData, ptr::NonNull};
@@ -186,12 +186,10 @@ impl<T: Target> TargetVTable<T> {
     /// `bio` must be a clone bio of a target of type `T` (so it has `PER_BIO_SIZE` bytes of
     /// per-bio data).
     unsafe fn per_bio(bio: NonNull<bindings::bio>) -> Option<NonNull<T::PerBio>> {
-        if Self::PER_BIO_SIZE == 0 {
-            return Some(NonNull::dangling());
-        }
+        // Evaluating the constant checks the per-bio type's size and alignment.
+        let _ = Self::PER_BIO_SIZE;
         // SAFETY: The bio is a dm clone with that much per-bio data (caller).
-        let p = unsafe { dm::dm_per_bio_data(bio.as_ptr(), Self::PER_BIO_SIZE) };
-        NonNull::new(p.cast())
+        Some(unsafe { super::bio::per_bio_area::<T::PerBio>(bio) })
     }
 
     /// `target_type.end_io`.
@@ -213,21 +211,16 @@ impl<T: Target> TargetVTable<T> {
         // SAFETY: `error` is valid (caller).
         let mut status = BlkStatus(unsafe { *error });
         // SAFETY: The bio went through `map_callback`, which initialised its per-bio data.
-        let Some(mut per_bio) = (unsafe { Self::per_bio(bio) }) else {
+        let Some(per_bio) = (unsafe { Self::per_bio(bio) }) else {
             return dm::DM_ENDIO_DONE as c_int;
         };
-        // SAFETY: dm core hands us the bio for the call.
-        let bio_ref = unsafe { Bio::from_raw(bio.as_ptr()) };
-        // SAFETY: The per-bio data is initialised, ours for the call, and disjoint from the bio.
-        let per_bio_ref = unsafe { per_bio.as_mut() };
-        let outcome = T::end_io(private, ti, bio_ref, per_bio_ref, &mut status);
+        // SAFETY: dm core hands us the bio for the call; its per-bio data is initialised and
+        // disjoint from it.
+        let request = unsafe { EndIoRequest::new(bio, per_bio) };
+        let outcome = T::end_io(private, ti, request, &mut status);
         // SAFETY: `error` is valid (caller).
         unsafe { *error = status.0 };
-        (match outcome {
-            EndIoOutcome::Done => dm::DM_ENDIO_DONE,
-            EndIoOutcome::Requeue => dm::DM_ENDIO_REQUEUE,
-            EndIoOutcome::DelayRequeue => dm::DM_ENDIO_DELAY_REQUEUE,
-        }) as c_int
+        outcome.into_raw()
     }
 
     /// `target_type.status`.

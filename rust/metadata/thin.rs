@@ -280,6 +280,12 @@ impl<B: BlockManager> Pool<B> {
         self.failed
     }
 
+    /// True when the current transaction changed something that [`Pool::commit`] would write
+    /// (the kernel target commits before completing a flush only then).
+    pub fn has_uncommitted_changes(&self) -> bool {
+        self.changed
+    }
+
     /// Run a change; any failure inside poisons the in-core state.
     fn mutate<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         if self.failed {
@@ -553,6 +559,12 @@ impl<B: BlockManager> Pool<B> {
                 r
             }
         }
+    }
+
+    /// Give back a block from [`Pool::alloc_data_block`] that was never inserted (its data write
+    /// failed).
+    pub fn release_data_block(&mut self, data_block: u64) -> Result<()> {
+        self.mutate(|p| p.tx.data_dec(data_block))
     }
 
     /// Map `vblock` of `id` to `data_block`, stamped with the current time.  The mapping takes

@@ -2,34 +2,37 @@
 
 //! The `rthin-pool` target: binds a metadata device and a data device into a pool.
 //!
-//! What works now: the constructor validates the table line exactly as dm-thin does, opens
-//! both devices and registers the pool object; `dmsetup table` prints the table line and
-//! `io_hints` shapes the queue limits as dm-thin does; I/O sent to the pool device itself goes
-//! to the data device, as dm-thin's `pool_map()` does (this is raw access to the data device,
-//! not provisioning).
-//!
-//! Not checked yet because they need the metadata engine: an existing superblock's block size
-//! against the table's, `read_only` on unformatted metadata (dm-thin: EPERM), and the
-//! superblock's feature flags.
-//!
-//! What does not exist yet: the metadata engine and the data path. Until then every pool is in
-//! dm-thin's fail mode ([`PoolMode::Fail`]): `dmsetup status` prints `Fail`, messages fail
-//! with EOPNOTSUPP, and thin tables are refused.
+//! The constructor validates the table line exactly as dm-thin does, opens both devices and
+//! attaches to (or creates) the pool object, which opens the metadata (formatting it when its
+//! first 4 KiB are zero). The pool object survives reloads; preresume binds it to the newest
+//! table's settings and grows the data and metadata space maps to the devices' sizes. Status
+//! lines and messages follow dm-thin 1.24 exactly. I/O sent to the pool device itself goes to
+//! the data device, as dm-thin's `pool_map()` does: that is also how thin bios, remapped to the
+//! pool device by the worker, reach the data device.
 
+mod bufio_bm;
 #[cfg(CONFIG_KUNIT = "y")]
 mod mem_blocks;
+mod messages;
 mod metadata_kunit;
+mod object;
 mod params;
 mod registry;
+mod thin_state;
+mod worker;
 
-pub(crate) use registry::{PoolHandle, PoolMode, PoolRegistry};
+pub(crate) use object::{PoolMode, PoolObject};
+pub(crate) use registry::{PoolHandle, PoolRegistry};
+pub(crate) use thin_state::{Stage, ThinBio, ThinState};
 
 use crate::dm::{
     self, Args, CtrError, DeviceVisitor, DmDev, IterationStop, MapOutcome, MapRequest, OpenMode,
     QueueLimits, ResultWriter, StatusFlags, StatusType, TargetCtr, TargetFeatures, TargetRef,
 };
+use crate::metadata::BlockManager;
 use core::fmt::Write;
 use kernel::{prelude::*, sync::Arc};
+use object::{PoolConfig, PoolParams};
 use params::{
     parse_block_size, parse_low_water_mark, parse_pool_args, pool_io_limits, IoSizeLimits,
     PoolFeatures,
@@ -60,10 +63,145 @@ impl PoolInstance {
             "{} {} {} {} ",
             self.metadata_dev.devt(),
             self.data_dev.devt(),
-            self.pool.pool().block_size(),
+            self.pool.pool().block_size,
             self.low_water_mark
         )?;
         self.features.emit(out)
+    }
+
+    /// The settings this table gives the pool when it is resumed.
+    fn config(&self) -> PoolConfig {
+        PoolConfig {
+            zero_new_blocks: self.features.zero_new_blocks,
+            discard_passdown: self.features.discard_passdown,
+            error_if_no_space: self.features.error_if_no_space,
+            low_water_mark: self.low_water_mark,
+        }
+    }
+
+    /// `dmsetup status`: dm-thin's `pool_status` INFO line, every field followed by a space.
+    fn emit_info(&self, flags: StatusFlags, out: &mut ResultWriter<'_>) -> core::fmt::Result {
+        let pool = self.pool.pool();
+        let mode = pool.mode();
+        if mode == PoolMode::Fail {
+            return out.write_str("Fail");
+        }
+        let mut meta = pool.meta.lock();
+        // dm-thin commits first, unless asked not to or suspended.
+        if !flags.noflush() && !pool.is_suspended() {
+            worker::commit(pool, &mut meta);
+        }
+        let e = &meta.engine;
+        let meta_total = e.metadata_nr_blocks();
+        let meta_used = meta_total - e.metadata_free_blocks();
+        let data_total = e.data_nr_blocks();
+        let data_used = data_total - e.data_free_blocks();
+        write!(
+            out,
+            "{} {}/{} {}/{} ",
+            e.transaction_id(),
+            meta_used,
+            meta_total,
+            data_used,
+            data_total
+        )?;
+        match e.held_root() {
+            Some(root) => write!(out, "{root} ")?,
+            None => out.write_str("- ")?,
+        }
+        out.write_str(match pool.mode() {
+            PoolMode::OutOfDataSpace => "out_of_data_space ",
+            PoolMode::OutOfMetadataSpace | PoolMode::ReadOnly => "ro ",
+            _ => "rw ",
+        })?;
+        let config = meta.config;
+        out.write_str(if !pool.discard_enabled {
+            "ignore_discard "
+        } else if config.discard_passdown {
+            "discard_passdown "
+        } else {
+            "no_discard_passdown "
+        })?;
+        out.write_str(if config.error_if_no_space {
+            "error_if_no_space "
+        } else {
+            "queue_if_no_space "
+        })?;
+        out.write_str(if e.needs_check() {
+            "needs_check "
+        } else {
+            "- "
+        })?;
+        let device_blocks = core::cmp::min(
+            e.block_manager().nr_blocks(),
+            crate::metadata::sm_metadata::MAX_METADATA_BLOCKS,
+        );
+        write!(out, "{} ", core::cmp::min(1024, device_blocks / 4))
+    }
+
+    /// Binds the pool to this table and grows it to the devices (dm-thin's `pool_preresume`).
+    fn preresume(&self) -> Result {
+        let pool = self.pool.pool();
+        let mut meta = pool.meta.lock();
+        meta.config = self.config();
+        if pool.mode() == PoolMode::Fail {
+            return Ok(());
+        }
+        // Requested mode: read-only stays read-only; otherwise back to write unless the
+        // metadata needs checking or a failure forced read-only.
+        if self.features.read_only {
+            pool.set_mode(PoolMode::ReadOnly);
+        }
+        let bs = u64::from(pool.block_size);
+        // (The block size is never 0: the constructor checked it.)
+        let data_blocks = self.data_dev.nr_sectors().checked_div(bs).unwrap_or(0);
+        let current = meta.engine.data_nr_blocks();
+        if data_blocks < current {
+            pr_err!(
+                "{}: pool target ({} blocks) too small: expected {}\n",
+                pool.key.pool_md,
+                data_blocks,
+                current
+            );
+            return Err(EINVAL);
+        }
+        let metadata_blocks = core::cmp::min(
+            meta.engine.block_manager().nr_blocks(),
+            crate::metadata::sm_metadata::MAX_METADATA_BLOCKS,
+        );
+        let current_meta = meta.engine.metadata_nr_blocks();
+        if metadata_blocks < current_meta {
+            pr_err!(
+                "{}: metadata device ({} blocks) too small: expected {}\n",
+                pool.key.pool_md,
+                metadata_blocks,
+                current_meta
+            );
+            return Err(EINVAL);
+        }
+        let grow = data_blocks > current || metadata_blocks > current_meta;
+        if grow && meta.engine.needs_check() {
+            pr_err!(
+                "{}: unable to grow the pool: run thin_check first (needs_check is set)\n",
+                pool.key.pool_md
+            );
+            return Ok(());
+        }
+        if grow && pool.mode().metadata_writable() {
+            let r = meta
+                .engine
+                .resize_data(data_blocks)
+                .and_then(|()| meta.engine.resize_metadata(metadata_blocks));
+            if let Err(e) = r {
+                worker::metadata_failed(pool, &mut meta, "resize", e);
+                return Ok(());
+            }
+            worker::commit(pool, &mut meta);
+        }
+        if pool.mode() == PoolMode::OutOfDataSpace && meta.engine.data_free_blocks() > 0 {
+            pool.set_mode(PoolMode::Write);
+        }
+        Ok(())
     }
 }
 
@@ -119,9 +257,20 @@ impl dm::Target for PoolTarget {
             metadata: metadata_dev.devt(),
             data: data_dev.devt(),
         };
-        let (pool, created) =
-            PoolRegistry::attach_pool(registry, key, block_size, features.discard_enabled)?;
-        if !created && features.discard_enabled != pool.pool().discard_enabled() {
+        let params = PoolParams {
+            key,
+            block_size,
+            discard_enabled: features.discard_enabled,
+            read_only: features.read_only,
+            config: PoolConfig {
+                zero_new_blocks: features.zero_new_blocks,
+                discard_passdown: features.discard_passdown,
+                error_if_no_space: features.error_if_no_space,
+                low_water_mark,
+            },
+        };
+        let (pool, created) = PoolRegistry::attach_pool(registry, params)?;
+        if !created && features.discard_enabled != pool.pool().discard_enabled {
             return Err(CtrError::new(
                 EINVAL,
                 c"Discard support cannot be disabled once enabled",
@@ -157,14 +306,12 @@ impl dm::Target for PoolTarget {
         pool: &PoolInstance,
         _ti: &TargetRef,
         kind: StatusType,
-        _flags: StatusFlags,
+        flags: StatusFlags,
         out: &mut ResultWriter<'_>,
     ) {
         // A full buffer is not an error: dm core retries with a larger one.
         let _ = match kind {
-            StatusType::Info => match pool.pool.pool().mode() {
-                PoolMode::Fail => out.write_str("Fail"),
-            },
+            StatusType::Info => pool.emit_info(flags, out),
             StatusType::Table => pool.emit_table(out),
             StatusType::Ima => Ok(()),
         };
@@ -173,18 +320,34 @@ impl dm::Target for PoolTarget {
     fn message(
         pool: &PoolInstance,
         _ti: &TargetRef,
-        _args: Args<'_>,
+        args: Args<'_>,
         _out: &mut ResultWriter<'_>,
     ) -> Result {
-        match pool.pool.pool().mode() {
-            PoolMode::Fail => {
-                pr_err!(
-                    "{}: unable to service pool target messages in READ_ONLY or FAIL mode\n",
-                    pool.pool.pool().key().pool_md
-                );
-                Err(dm::eopnotsupp())
-            }
+        messages::handle(pool.pool.pool(), &args)
+    }
+
+    fn preresume(pool: &PoolInstance, _ti: &TargetRef) -> Result {
+        pool.preresume()
+    }
+
+    fn resume(pool: &PoolInstance, _ti: &TargetRef) {
+        let object = pool.pool.arc();
+        object.set_suspended(false);
+        // Bios that waited for data space get another chance (or their ENOSPC, if the pool
+        // is still full and now errors).
+        for thin in object.thins.lock().iter() {
+            let mut q = thin.queues.lock();
+            let mut waiting = q.no_space.take();
+            q.deferred.append(&mut waiting);
         }
+        PoolObject::kick(object);
+    }
+
+    fn postsuspend(pool: &PoolInstance, _ti: &TargetRef) {
+        let object = pool.pool.pool();
+        object.set_suspended(true);
+        let mut meta = object.meta.lock();
+        worker::commit(object, &mut meta);
     }
 
     fn iterate_devices(
@@ -201,7 +364,7 @@ impl dm::Target for PoolTarget {
             io_min: limits.io_min(),
             io_opt: limits.io_opt(),
         };
-        let adapted = pool_io_limits(pool.pool.pool().block_size(), stacked);
+        let adapted = pool_io_limits(pool.pool.pool().block_size, stacked);
         limits.set_max_sectors(adapted.max_sectors);
         limits.set_io_min(adapted.io_min);
         limits.set_io_opt(adapted.io_opt);

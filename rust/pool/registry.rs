@@ -7,22 +7,13 @@
 //! (each holds a [`PoolHandle`]). Thin constructors find their pool here. The data path will
 //! hang its per-pool state (metadata, workers, deferred bios) on [`PoolObject`].
 
+use super::object::{PoolObject, PoolParams};
 use crate::dm::{CtrError, DevT};
 use kernel::{
     new_mutex,
     prelude::*,
     sync::{Arc, Mutex},
 };
-
-/// What a pool object is in dm-thin's terms.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum PoolMode {
-    /// dm-thin's `PM_FAIL`: all I/O to thin devices errors, messages are refused and no thin
-    /// device can be activated. Every pool is in this mode until the metadata engine and data
-    /// path exist: without them the pool cannot provision anything, and saying so is better
-    /// than pretending.
-    Fail,
-}
 
 /// The devices that identify a pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,36 +24,6 @@ pub(crate) struct PoolKey {
     pub(crate) metadata: DevT,
     /// The data device.
     pub(crate) data: DevT,
-}
-
-/// A pool object (dm-thin's `struct pool`).
-pub(crate) struct PoolObject {
-    key: PoolKey,
-    block_size: u32,
-    discard_enabled: bool,
-}
-
-impl PoolObject {
-    /// The devices of the pool.
-    pub(crate) fn key(&self) -> PoolKey {
-        self.key
-    }
-
-    /// Data block size in sectors, fixed when the pool object was created.
-    pub(crate) fn block_size(&self) -> u32 {
-        self.block_size
-    }
-
-    /// Whether discards were enabled when the pool object was created; a reload cannot change
-    /// it.
-    pub(crate) fn discard_enabled(&self) -> bool {
-        self.discard_enabled
-    }
-
-    /// The current mode.
-    pub(crate) fn mode(&self) -> PoolMode {
-        PoolMode::Fail
-    }
 }
 
 struct Entry {
@@ -90,20 +51,32 @@ impl PoolHandle {
     pub(crate) fn pool(&self) -> &PoolObject {
         &self.pool
     }
+
+    /// The pool object, counted (to kick its worker).
+    pub(crate) fn arc(&self) -> &Arc<PoolObject> {
+        &self.pool
+    }
 }
 
 impl Drop for PoolHandle {
     fn drop(&mut self) {
-        let mut entries = self.registry.entries.lock();
-        let found = entries
-            .iter()
-            .position(|e| Arc::ptr_eq(&e.pool, &self.pool));
-        if let Some(i) = found {
-            entries[i].users -= 1;
-            if entries[i].users == 0 {
-                // `i` is in bounds, so this cannot fail.
-                let _ = entries.remove(i);
+        let last = {
+            let mut entries = self.registry.entries.lock();
+            let found = entries
+                .iter()
+                .position(|e| Arc::ptr_eq(&e.pool, &self.pool));
+            match found {
+                Some(i) => {
+                    entries[i].users -= 1;
+                    // `i` is in bounds, so `remove` cannot fail.
+                    entries[i].users == 0 && entries.remove(i).is_ok()
+                }
+                None => false,
             }
+        };
+        if last {
+            // Outside the registry lock: this commits and waits for the worker.
+            self.pool.shut_down();
         }
     }
 }
@@ -130,10 +103,9 @@ impl PoolRegistry {
     /// the pool object was created.
     pub(crate) fn attach_pool(
         this: &Arc<Self>,
-        key: PoolKey,
-        block_size: u32,
-        discard_enabled: bool,
+        params: PoolParams,
     ) -> Result<(PoolHandle, bool), CtrError> {
+        let key = params.key;
         let mut entries = this.entries.lock();
         let by_metadata = entries
             .iter()
@@ -155,14 +127,7 @@ impl PoolRegistry {
             // Found by mapped device but not by metadata device: the metadata device differs.
             (None, Some(_)) => return Err(ERR_REPLACE),
             (None, None) => {
-                let pool = Arc::new(
-                    PoolObject {
-                        key,
-                        block_size,
-                        discard_enabled,
-                    },
-                    GFP_KERNEL,
-                )?;
+                let pool = PoolObject::create(params)?;
                 entries.push(Entry { pool, users: 0 }, GFP_KERNEL)?;
                 (entries.len() - 1, true)
             }

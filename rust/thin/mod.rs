@@ -3,20 +3,21 @@
 //! The `rthin` target: a thin device of an `rthin-pool`.
 //!
 //! The constructor validates the table line and opens the devices exactly as dm-thin does,
-//! then looks the pool object up in the shared [`PoolRegistry`]. While the pool is in fail
-//! mode (always, until the metadata engine and data path exist) the table is refused with
-//! dm-thin's "Couldn't open thin device, Pool is in fail mode". Should an instance exist, its
-//! `map` fails every bio with EIO and a rate-limited message: there is nothing to provision
-//! from.
+//! finds the pool object in the shared [`PoolRegistry`], checks that the thin device exists in
+//! the pool's metadata and registers a [`ThinState`] with the pool. `map` hands every bio to the
+//! pool worker (which provisions, remaps or completes it); `end_io` hands whole-block writes to
+//! new blocks back to the worker so their mapping is inserted once the data is on disk.
 
 mod params;
 
 use crate::{
     dm::{
-        self, Args, CtrError, DmDev, MapOutcome, MapRequest, OpenMode, RateLimit, ResultWriter,
-        StatusFlags, StatusType, TargetCtr, TargetFeatures, TargetRef,
+        self, Args, BlkStatus, BlockDevice, CtrError, DmDev, EndIoOutcome, EndIoRequest,
+        MapOutcome, MapRequest, OpenMode, RateLimit, ResultWriter, StatusFlags, StatusType,
+        TargetCtr, TargetFeatures, TargetRef,
     },
-    pool::{PoolHandle, PoolMode, PoolRegistry},
+    metadata::Error as MetaError,
+    pool::{PoolHandle, PoolMode, PoolObject, PoolRegistry, Stage, ThinBio, ThinState},
 };
 use core::fmt::Write;
 use kernel::{prelude::*, sync::Arc};
@@ -26,14 +27,25 @@ use params::{parse_dev_id, parse_thin_args};
 pub(crate) struct ThinTarget;
 
 /// One `rthin` table entry.
-#[pin_data]
+#[pin_data(PinnedDrop)]
 pub(crate) struct ThinInstance {
     pool: PoolHandle,
     pool_dev: DmDev,
     origin_dev: Option<DmDev>,
     dev_id: u64,
+    /// What the pool worker sees of this table.
+    state: Arc<ThinState>,
     #[pin]
     io_error_log: RateLimit,
+}
+
+#[pinned_drop]
+impl PinnedDrop for ThinInstance {
+    fn drop(self: Pin<&mut Self>) {
+        // dm core destroys a table only after all its bios completed: nothing of this table is
+        // queued any more.
+        self.pool.pool().remove_thin(&self.state);
+    }
 }
 
 #[vtable]
@@ -44,7 +56,7 @@ impl dm::Target for ThinTarget {
 
     type Shared = Arc<PoolRegistry>;
     type Private = Pin<KBox<ThinInstance>>;
-    type PerBio = ();
+    type PerBio = ThinBio;
 
     fn ctr(
         registry: &Arc<PoolRegistry>,
@@ -74,30 +86,66 @@ impl dm::Target for ThinTarget {
         }
         let pool = PoolRegistry::find_by_mapped_device(registry, pool_md)
             .ok_or(CtrError::new(EINVAL, c"Couldn't find pool object"))?;
-        if pool.pool().mode() == PoolMode::Fail {
+        let object = pool.pool();
+        if object.mode() == PoolMode::Fail {
             return Err(CtrError::new(
                 EINVAL,
                 c"Couldn't open thin device, Pool is in fail mode",
             ));
         }
+        let exists = object.meta.lock().engine.device_exists(dev_id);
+        match exists {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(CtrError::new(
+                    dm::enodata(),
+                    c"Couldn't open thin internal device",
+                ))
+            }
+            Err(e) => {
+                return Err(CtrError::new(
+                    Error::from_errno(-e.errno()),
+                    c"Couldn't open thin internal device",
+                ))
+            }
+        }
 
         // Bios must not cross a data block boundary.
-        ti.set_max_io_len(u64::from(pool.pool().block_size()))
+        ti.set_max_io_len(u64::from(object.block_size))
             .map_err(|e| CtrError::new(e, c"Maximum size of target IO is too large"))?;
         ti.set_num_flush_bios(1);
         ti.set_limit_swap_bios(true);
         ti.set_flush_supported(true);
-        if pool.pool().discard_enabled() {
+        ti.set_accounts_remapped_io(true);
+        if object.discard_enabled {
             ti.set_discards_supported(true);
             ti.set_num_discard_bios(1);
             ti.set_max_discard_granularity(true);
         }
+        if object.is_suspended() {
+            return Err(CtrError::new(
+                EINVAL,
+                c"Unable to activate thin device while pool is suspended",
+            ));
+        }
+
+        // The worker's own counted open: it stays valid for as long as it holds the state.
+        let origin_bdev = match &origin_dev {
+            Some(dev) => Some(
+                BlockDevice::open(dev.devt(), false)
+                    .map_err(|e| CtrError::new(e, c"Error opening origin device"))?,
+            ),
+            None => None,
+        };
+        let state = ThinState::new(dev_id, origin_bdev)?;
+        object.add_thin(state.clone())?;
 
         let instance = try_pin_init!(ThinInstance {
             pool,
             pool_dev,
             origin_dev,
             dev_id,
+            state,
             io_error_log <- RateLimit::new(),
         }? Error);
         KBox::pin_init(instance, GFP_KERNEL).map_err(|e| CtrError::new(e, c"Out of memory"))
@@ -105,16 +153,41 @@ impl dm::Target for ThinTarget {
 
     fn map<'a>(
         thin: Pin<&ThinInstance>,
-        _ti: &TargetRef,
-        bio: MapRequest<'a, ()>,
+        ti: &TargetRef,
+        mut bio: MapRequest<'a, ThinBio>,
     ) -> MapOutcome<'a> {
-        if thin.io_error_log.allow() {
-            pr_err!(
-                "thin {}: no data path yet; failing I/O with EIO\n",
-                thin.dev_id
-            );
+        let pool = thin.pool.arc();
+        if pool.mode() == PoolMode::Fail {
+            if thin.io_error_log.allow() {
+                pr_err!("thin {}: pool is in fail mode; failing I/O\n", thin.dev_id);
+            }
+            return bio.kill();
         }
-        bio.kill()
+        // The worker works in sectors of the thin device.
+        let sector = ti.target_offset(bio.bio().sector());
+        bio.bio().set_sector(sector);
+        let (owned, outcome) = bio.take();
+        thin.state.queues.lock().deferred.push(owned);
+        PoolObject::kick(pool);
+        outcome
+    }
+
+    fn end_io<'a>(
+        thin: Pin<&ThinInstance>,
+        _ti: &TargetRef,
+        mut bio: EndIoRequest<'a, ThinBio>,
+        status: &mut BlkStatus,
+    ) -> EndIoOutcome<'a> {
+        if bio.per_bio().stage != Stage::Overwrite {
+            return bio.done();
+        }
+        // A whole-block write to a new block reached the disk (or failed): the worker maps the
+        // block and completes the bio.
+        bio.per_bio().write_ok = status.is_ok();
+        let (owned, outcome) = bio.take();
+        thin.state.queues.lock().provisioned.push(owned);
+        PoolObject::kick(thin.pool.arc());
+        outcome
     }
 
     fn status(
@@ -124,16 +197,16 @@ impl dm::Target for ThinTarget {
         _flags: StatusFlags,
         out: &mut ResultWriter<'_>,
     ) {
-        // dm-thin prints only "Fail", for both kinds, while the pool is in fail mode.
+        // A full buffer is not an error: dm core retries with a larger one.
         let _ = if thin.pool.pool().mode() == PoolMode::Fail {
+            // dm-thin prints only "Fail", for both kinds, while the pool is in fail mode.
             match kind {
                 StatusType::Info | StatusType::Table => out.write_str("Fail"),
                 StatusType::Ima => Ok(()),
             }
         } else {
             match kind {
-                // Mapped-block counts come from the metadata engine, which does not exist yet.
-                StatusType::Info => out.write_str("-"),
+                StatusType::Info => thin.emit_info(out),
                 StatusType::Table => thin.emit_table(out),
                 StatusType::Ima => Ok(()),
             }
@@ -142,6 +215,29 @@ impl dm::Target for ThinTarget {
 }
 
 impl ThinInstance {
+    /// `<mapped sectors> <highest mapped sector>|-`, as dm-thin's `thin_status` INFO.
+    fn emit_info(&self, out: &mut ResultWriter<'_>) -> core::fmt::Result {
+        let pool = self.pool.pool();
+        let bs = u64::from(pool.block_size);
+        let counts = {
+            let mut meta = pool.meta.lock();
+            meta.engine.device_details(self.dev_id).and_then(|d| {
+                let highest = meta.engine.highest_mapped(self.dev_id)?;
+                Ok::<_, MetaError>((d.mapped_blocks, highest))
+            })
+        };
+        match counts {
+            Ok((mapped, highest)) => {
+                write!(out, "{} ", mapped * bs)?;
+                match highest {
+                    Some(h) => write!(out, "{}", (h + 1) * bs - 1),
+                    None => out.write_str("-"),
+                }
+            }
+            Err(_) => out.write_str("Error"),
+        }
+    }
+
     /// `<pool dev> <dev id>[ <origin dev>]`, as dm-thin prints the table line.
     fn emit_table(&self, out: &mut ResultWriter<'_>) -> core::fmt::Result {
         write!(out, "{} {}", self.pool_dev.devt(), self.dev_id)?;

@@ -96,16 +96,20 @@ expected="0 $LEN rthin-pool $meta_nr $data_nr 128 0 0 "
 if [ "$table" = "$expected" ]; then pass "pool-table-line"; else
   fail "pool-table-line" "got '$table', expected '$expected'"
 fi
+# A fresh pool on 4 MiB devices: 1024 metadata blocks (the reserve, min(4096, 1024/10), counts
+# as used), 64 data blocks of 64 KiB, metadata low water mark min(1024, 1024/4).
 status=$(dmsetup status pool)
-if [ "$status" = "0 $LEN rthin-pool Fail" ]; then pass "pool-status-fail-mode"; else
-  fail "pool-status-fail-mode" "got '$status'"
-fi
+case $status in
+  "0 $LEN rthin-pool 0 "*"/1024 0/64 - rw discard_passdown queue_if_no_space - 256 ") pass "pool-status-fresh" ;;
+  *) fail "pool-status-fresh" "got '$status'" ;;
+esac
+check "pool-message-create-thin" dmsetup message pool 0 create_thin 0
 if out=$(dmsetup message pool 0 create_thin 0 2>&1); then
-  fail "pool-message-refused" "message accepted"
-elif printf '%s' "$out" | grep -qF "Operation not supported"; then
-  pass "pool-message-refused"
+  fail "pool-message-duplicate-refused" "message accepted twice"
+elif printf '%s' "$out" | grep -qF "File exists"; then
+  pass "pool-message-duplicate-refused"
 else
-  fail "pool-message-refused" "unexpected: $out"
+  fail "pool-message-duplicate-refused" "unexpected: $out"
 fi
 
 # I/O to the pool device itself goes to the data device (dm-thin's pool_map), untouched.
@@ -184,9 +188,18 @@ if dmsetup create notpool --table "0 $LEN zero" >/dev/null 2>&1; then
 else
   fail "thin-no-pool-object" "could not create a dm-zero device"
 fi
-# No metadata engine yet: the pool is in fail mode, and dm-thin refuses thins of such a pool.
-refused "thin-pool-in-fail-mode" rthin "Couldn't open thin device, Pool is in fail mode" "$EINVAL" \
-  "$T $pool_nr 0"
+refused "thin-no-such-device" rthin "Couldn't open thin internal device" "No data available" \
+  "$T $pool_nr 7"
+if try_table thin0 "$T $pool_nr 0" >/dev/null; then
+  pass "thin-activate"
+  status=$(dmsetup status thin0)
+  if [ "$status" = "0 2048 rthin 0 -" ]; then pass "thin-status-empty"; else
+    fail "thin-status-empty" "got '$status'"
+  fi
+  check "thin-remove" dmsetup remove thin0
+else
+  fail "thin-activate" "thin table refused: $(dmesg | tail -n 1)"
+fi
 
 # --- teardown ----------------------------------------------------------------------------------
 

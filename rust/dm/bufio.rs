@@ -1,0 +1,355 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! [`BufioClient`]: a dm-bufio cache of fixed-size blocks of one block device, with guards that
+//! make shared and exclusive access to a buffer checkable by the type system.
+//!
+//! C header: [`include/linux/dm-bufio.h`](srctree/include/linux/dm-bufio.h).
+//!
+//! dm-bufio lets any number of holders share a buffer and leaves locking to its user. Handing
+//! out `&[u8]` and `&mut [u8]` to the same memory at once would be undefined behaviour in Rust,
+//! so each buffer carries a small lock word in its bufio aux area: a [`BufferRef`] counts as a
+//! reader, a [`BufferMut`] as the only writer, and a conflicting request fails with `EBUSY`
+//! instead of aliasing (a caller that keeps to one guard per block, as the metadata engine does,
+//! never sees it). The aux area also keeps a user tag per buffer (the metadata layer records
+//! which block kind a buffer was verified as, so repeated reads skip the checksum).
+//!
+//! A buffer becomes dirty only when its [`BufferMut`] is dropped: bufio's background write-back
+//! may write a dirty buffer at any time, and must never see one that is half-modified by a
+//! caller that has not finished.
+//!
+//! Guards hold a counted reference to the client, so the client (and the device it reads)
+//! outlives every guard.
+
+use super::{bindings as dm, BlockDevice};
+use core::{
+    ops::{Deref, DerefMut},
+    ptr::NonNull,
+    sync::atomic::{AtomicU32, Ordering},
+};
+use kernel::{error::from_err_ptr, error::to_result, prelude::*, sync::Arc};
+
+/// Writer bit of the per-buffer lock word; the low bits count readers.
+const WRITER: u32 = 1 << 31;
+
+/// The per-buffer aux area (`aux_size` bytes that dm-bufio keeps with every buffer).
+#[repr(C)]
+struct Aux {
+    /// [`WRITER`] or a reader count.
+    lock: AtomicU32,
+    /// Free for the client's user; starts at 0 whenever bufio (re)allocates the buffer.
+    tag: AtomicU32,
+}
+
+/// A dm-bufio client over one block device.
+///
+/// # Invariants
+///
+/// `ptr` came from `dm_bufio_client_create` with an aux area of `size_of::<Aux>()` bytes and
+/// is destroyed only in `drop`; `dev` keeps the device it reads open for the client's lifetime.
+pub struct BufioClient<const N: usize> {
+    ptr: NonNull<dm::dm_bufio_client>,
+    dev: BlockDevice,
+}
+
+// SAFETY: dm-bufio clients are internally locked and usable from any thread.
+unsafe impl<const N: usize> Send for BufioClient<N> {}
+// SAFETY: As above.
+unsafe impl<const N: usize> Sync for BufioClient<N> {}
+
+/// The aux area's allocation hook: a new or reused buffer starts unlocked with tag 0.
+///
+/// # Safety
+///
+/// Called by dm-bufio with a buffer of a client created by [`BufioClient::new`].
+unsafe extern "C" fn init_aux(b: *mut dm::dm_buffer) {
+    // SAFETY: The client was created with an `Aux`-sized aux area, which this writes before any
+    // guard can see the buffer.
+    unsafe {
+        dm::dm_bufio_get_aux_data(b).cast::<Aux>().write(Aux {
+            lock: AtomicU32::new(0),
+            tag: AtomicU32::new(0),
+        })
+    };
+}
+
+impl<const N: usize> BufioClient<N> {
+    /// Block size in bytes: a power of two from 512 B to 2 GiB (checked at compile time).
+    const BLOCK_SIZE: u32 = {
+        assert!(N.is_power_of_two() && N >= 512 && N <= 1 << 31);
+        N as u32
+    };
+
+    /// A client for `dev` with `N`-byte blocks that keeps at least `reserved` buffers
+    /// allocated, so that holding that many guards at once never waits for memory.
+    pub fn new(dev: BlockDevice, reserved: u32) -> Result<Arc<Self>> {
+        // SAFETY: `dev` is open; `init_aux` matches the aux size passed.
+        let ptr = from_err_ptr(unsafe {
+            dm::dm_bufio_client_create(
+                dev.bdev(),
+                Self::BLOCK_SIZE,
+                reserved,
+                size_of::<Aux>() as u32,
+                Some(init_aux),
+                None,
+                0,
+            )
+        })?;
+        let ptr = NonNull::new(ptr).ok_or(ENOMEM)?;
+        // INVARIANT: `ptr` was just created over `dev`, which the client now owns.
+        Ok(Arc::new(Self { ptr, dev }, GFP_KERNEL)?)
+    }
+
+    /// The device the client reads.
+    pub fn device(&self) -> &BlockDevice {
+        &self.dev
+    }
+
+    /// Number of whole blocks on the device now.
+    pub fn nr_blocks(&self) -> u64 {
+        // SAFETY: The client is alive (invariant).
+        unsafe { dm::dm_bufio_get_device_size(self.ptr.as_ptr()) }
+    }
+
+    /// Reads block `block` (from the cache or the device; sleeps) for shared access.
+    pub fn read(this: &Arc<Self>, block: u64) -> Result<BufferRef<N>> {
+        let mut b: *mut dm::dm_buffer = core::ptr::null_mut();
+        // SAFETY: The client is alive; `b` is a valid place for the buffer pointer.
+        let data = from_err_ptr(unsafe { dm::dm_bufio_read(this.ptr.as_ptr(), block, &mut b) })?;
+        // SAFETY: `dm_bufio_read` succeeded, so `b` is a held buffer with `data` as contents.
+        unsafe { Held::new(this, b, data) }?.into_shared()
+    }
+
+    /// Block `block` for shared access if it is cached; `Ok(None)` if reading it would need
+    /// I/O (`dm_bufio_get`). Never sleeps for I/O.
+    pub fn read_cached(this: &Arc<Self>, block: u64) -> Result<Option<BufferRef<N>>> {
+        let mut b: *mut dm::dm_buffer = core::ptr::null_mut();
+        // SAFETY: The client is alive; `b` is a valid place for the buffer pointer.
+        let data = unsafe { dm::dm_bufio_get(this.ptr.as_ptr(), block, &mut b) };
+        if data.is_null() {
+            return Ok(None);
+        }
+        let data = from_err_ptr(data)?;
+        // SAFETY: `dm_bufio_get` returned a held buffer with `data` as contents.
+        Ok(Some(unsafe { Held::new(this, b, data) }?.into_shared()?))
+    }
+
+    /// Reads block `block` (sleeps) for exclusive access; dirty once the guard is dropped.
+    pub fn write(this: &Arc<Self>, block: u64) -> Result<BufferMut<N>> {
+        let mut b: *mut dm::dm_buffer = core::ptr::null_mut();
+        // SAFETY: As in `read`.
+        let data = from_err_ptr(unsafe { dm::dm_bufio_read(this.ptr.as_ptr(), block, &mut b) })?;
+        // SAFETY: As in `read`.
+        unsafe { Held::new(this, b, data) }?.into_exclusive()
+    }
+
+    /// Block `block` for exclusive access without reading it from the device (its contents are
+    /// whatever the cache holds, or unspecified); dirty once the guard is dropped.
+    pub fn new_block(this: &Arc<Self>, block: u64) -> Result<BufferMut<N>> {
+        let mut b: *mut dm::dm_buffer = core::ptr::null_mut();
+        // SAFETY: The client is alive; `b` is a valid place for the buffer pointer.
+        let data = from_err_ptr(unsafe { dm::dm_bufio_new(this.ptr.as_ptr(), block, &mut b) })?;
+        // SAFETY: `dm_bufio_new` succeeded, so `b` is a held buffer with `data` as contents.
+        unsafe { Held::new(this, b, data) }?.into_exclusive()
+    }
+
+    /// Writes every dirty buffer, waits, then flushes the device cache.
+    pub fn write_dirty_buffers(&self) -> Result {
+        // SAFETY: The client is alive.
+        to_result(unsafe { dm::dm_bufio_write_dirty_buffers(self.ptr.as_ptr()) })
+    }
+
+    /// Writes back dirty buffers and evicts every unheld buffer, so the next reads come from
+    /// the device (`dm_bufio_client_reset`; used when a transaction is aborted).
+    pub fn reset(&self) {
+        // SAFETY: The client is alive. `dm_bufio_client_reset` only evicts unheld buffers.
+        unsafe { dm::dm_bufio_client_reset(self.ptr.as_ptr()) };
+    }
+}
+
+impl<const N: usize> Drop for BufioClient<N> {
+    fn drop(&mut self) {
+        // SAFETY: No guard exists (each holds an `Arc` of the client); the client is destroyed
+        // exactly once, here, before `dev` is closed (field drop order follows).
+        unsafe { dm::dm_bufio_client_destroy(self.ptr.as_ptr()) };
+    }
+}
+
+/// A held buffer not yet locked for shared or exclusive use.
+///
+/// # Invariants
+///
+/// `buf` is held (one `dm_bufio_release` owed) and belongs to `client`; `data` is its contents,
+/// `client.block_size` bytes.
+struct Held<const N: usize> {
+    /// Keeps the client (and its device) alive while the buffer is held.
+    _client: Arc<BufioClient<N>>,
+    buf: NonNull<dm::dm_buffer>,
+    data: NonNull<u8>,
+}
+
+impl<const N: usize> Held<N> {
+    /// # Safety
+    ///
+    /// `b` must be a buffer of `client` just returned, held, by a successful bufio call that
+    /// returned `data`.
+    unsafe fn new(
+        client: &Arc<BufioClient<N>>,
+        b: *mut dm::dm_buffer,
+        data: *mut c_void,
+    ) -> Result<Self> {
+        let buf = NonNull::new(b).ok_or(EIO)?;
+        let data = NonNull::new(data.cast::<u8>()).ok_or(EIO)?;
+        Ok(Self {
+            _client: client.clone(),
+            buf,
+            data,
+        })
+    }
+
+    fn aux(&self) -> &Aux {
+        // SAFETY: The buffer is held, so its aux area (initialised by `init_aux`) stays valid;
+        // it is only accessed through atomics.
+        unsafe { &*dm::dm_bufio_get_aux_data(self.buf.as_ptr()).cast::<Aux>() }
+    }
+
+    fn into_shared(self) -> Result<BufferRef<N>> {
+        let lock = &self.aux().lock;
+        let mut cur = lock.load(Ordering::Relaxed);
+        loop {
+            if cur & WRITER != 0 {
+                return Err(EBUSY); // `self` drops: released
+            }
+            match lock.compare_exchange_weak(cur, cur + 1, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return Ok(BufferRef(self)),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    fn into_exclusive(self) -> Result<BufferMut<N>> {
+        let taken =
+            self.aux()
+                .lock
+                .compare_exchange(0, WRITER, Ordering::Acquire, Ordering::Relaxed);
+        match taken {
+            Ok(_) => Ok(BufferMut(self)),
+            Err(_) => Err(EBUSY),
+        }
+    }
+
+    fn bytes(&self) -> &[u8; N] {
+        // SAFETY: `data` is the `N` bytes of a held buffer; the lock word guarantees no
+        // `BufferMut` of it exists while this shared borrow does.
+        unsafe { &*self.data.as_ptr().cast::<[u8; N]>() }
+    }
+
+    /// The buffer's user tag.
+    fn tag(&self) -> u32 {
+        self.aux().tag.load(Ordering::Relaxed)
+    }
+
+    fn set_tag(&self, tag: u32) {
+        self.aux().tag.store(tag, Ordering::Relaxed);
+    }
+
+    fn block(&self) -> u64 {
+        // SAFETY: The buffer is held.
+        unsafe { dm::dm_bufio_get_block_number(self.buf.as_ptr()) }
+    }
+}
+
+impl<const N: usize> Drop for Held<N> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant one release is owed; this is it.
+        unsafe { dm::dm_bufio_release(self.buf.as_ptr()) };
+    }
+}
+
+/// Shared access to a buffer.
+pub struct BufferRef<const N: usize>(Held<N>);
+
+// SAFETY: A held buffer may be released from any thread; the data is only read.
+unsafe impl<const N: usize> Send for BufferRef<N> {}
+// SAFETY: `&BufferRef` only reads.
+unsafe impl<const N: usize> Sync for BufferRef<N> {}
+
+impl<const N: usize> BufferRef<N> {
+    /// The block number.
+    pub fn block(&self) -> u64 {
+        self.0.block()
+    }
+
+    /// The buffer's user tag (0 when bufio (re)loaded the buffer).
+    pub fn tag(&self) -> u32 {
+        self.0.tag()
+    }
+
+    /// Sets the user tag (shared: any holder may update it, last write wins).
+    pub fn set_tag(&self, tag: u32) {
+        self.0.set_tag(tag)
+    }
+}
+
+impl<const N: usize> Deref for BufferRef<N> {
+    type Target = [u8; N];
+
+    fn deref(&self) -> &[u8; N] {
+        self.0.bytes()
+    }
+}
+
+impl<const N: usize> Drop for BufferRef<N> {
+    fn drop(&mut self) {
+        self.0.aux().lock.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// Exclusive access to a buffer; marks it dirty when dropped.
+pub struct BufferMut<const N: usize>(Held<N>);
+
+// SAFETY: As for `BufferRef`.
+unsafe impl<const N: usize> Send for BufferMut<N> {}
+// SAFETY: `&BufferMut` only reads.
+unsafe impl<const N: usize> Sync for BufferMut<N> {}
+
+impl<const N: usize> BufferMut<N> {
+    /// The block number.
+    pub fn block(&self) -> u64 {
+        self.0.block()
+    }
+
+    /// The buffer's user tag.
+    pub fn tag(&self) -> u32 {
+        self.0.tag()
+    }
+
+    /// Sets the user tag.
+    pub fn set_tag(&self, tag: u32) {
+        self.0.set_tag(tag)
+    }
+}
+
+impl<const N: usize> Deref for BufferMut<N> {
+    type Target = [u8; N];
+
+    fn deref(&self) -> &[u8; N] {
+        self.0.bytes()
+    }
+}
+
+impl<const N: usize> DerefMut for BufferMut<N> {
+    fn deref_mut(&mut self) -> &mut [u8; N] {
+        // SAFETY: `data` is the `N` bytes of a held buffer; the lock word's writer bit makes
+        // this the only guard of the buffer, and `&mut self` the only borrow.
+        unsafe { &mut *self.0.data.as_ptr().cast::<[u8; N]>() }
+    }
+}
+
+impl<const N: usize> Drop for BufferMut<N> {
+    fn drop(&mut self) {
+        // Dirty only now that the modification is complete (see the module docs).
+        // SAFETY: The buffer is held.
+        unsafe { dm::dm_bufio_mark_buffer_dirty(self.0.buf.as_ptr()) };
+        self.0.aux().lock.store(0, Ordering::Release);
+    }
+}

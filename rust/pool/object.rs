@@ -1,0 +1,317 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! [`PoolObject`]: one pool (dm-thin's `struct pool`): the open metadata, the data device, the
+//! worker that provisions blocks, the mode, and the thin tables using it.
+//!
+//! It outlives table reloads: it is created by the first `rthin-pool` table on a metadata
+//! device, shared through the registry by later pool tables on the same mapped device and by
+//! thin tables, and shut down when the last of them goes. It therefore holds counted
+//! [`BlockDevice`] handles, never a table's `DmDev`.
+//!
+//! Locking: `meta` (a mutex) serialises every metadata operation; the worker holds it for a
+//! batch of bios. Thin `map`/`end_io` never take it: they queue bios under their `ThinState`'s
+//! irq-safe lock and kick the worker.
+
+use super::{bufio_bm::BufioBlockManager, registry::PoolKey, thin_state::ThinState};
+use crate::{
+    dm::{BlockDevice, CtrError, Kcopyd, OwnedQueue},
+    metadata::{self, Error as MetaError},
+};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use kernel::{
+    new_mutex,
+    prelude::*,
+    sync::{Arc, Mutex},
+    time::{Instant, Monotonic},
+    workqueue::{self, impl_has_delayed_work, impl_has_work, new_delayed_work, new_work},
+};
+
+/// The metadata engine on the pool's metadata device.
+pub(crate) type Engine = metadata::Pool<BufioBlockManager>;
+
+/// dm-thin's pool modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum PoolMode {
+    /// Normal operation (`rw`).
+    Write = 0,
+    /// No free data block: writes needing one are queued or failed (`out_of_data_space`).
+    OutOfDataSpace = 1,
+    /// The metadata reserve is all that is left: metadata is read-only (`ro`).
+    OutOfMetadataSpace = 2,
+    /// Metadata is read-only (`read_only` feature or a failed metadata operation) (`ro`).
+    ReadOnly = 3,
+    /// Nothing works: the abort of a failed transaction failed too (`Fail`).
+    Fail = 4,
+}
+
+impl PoolMode {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Self::Write,
+            1 => Self::OutOfDataSpace,
+            2 => Self::OutOfMetadataSpace,
+            3 => Self::ReadOnly,
+            _ => Self::Fail,
+        }
+    }
+
+    /// Whether metadata can change (writes can provision, messages are served).
+    pub(crate) fn metadata_writable(self) -> bool {
+        matches!(self, Self::Write | Self::OutOfDataSpace)
+    }
+}
+
+/// The settings of the pool table most recently resumed (dm-thin binds the pool object to it
+/// in preresume).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PoolConfig {
+    pub(crate) zero_new_blocks: bool,
+    pub(crate) discard_passdown: bool,
+    pub(crate) error_if_no_space: bool,
+    pub(crate) low_water_mark: u64,
+}
+
+/// A whole-block write in flight to a newly allocated block: the block is not mapped until the
+/// write completes, and other bios for the same virtual block wait (dm-thin's cell).
+pub(crate) struct Pending {
+    pub(crate) dev_id: u64,
+    pub(crate) vblock: u64,
+    /// Bios that arrived for the block meanwhile, with the thin they came from.
+    pub(crate) waiting: KVec<(Arc<ThinState>, crate::dm::OwnedBio<super::ThinBio>)>,
+}
+
+/// State behind the metadata lock.
+pub(crate) struct MetaState {
+    pub(crate) engine: KBox<Engine>,
+    /// When the last commit happened (dm-thin commits at least every second when dirty).
+    pub(crate) last_commit: Instant<Monotonic>,
+    /// Provisioning whole-block writes in flight.
+    pub(crate) pending: KVec<Pending>,
+    /// The active pool table's settings.
+    pub(crate) config: PoolConfig,
+}
+
+/// A pool object.
+#[pin_data]
+pub(crate) struct PoolObject {
+    pub(crate) key: PoolKey,
+    /// Data block size in sectors, fixed when the pool object was created.
+    pub(crate) block_size: u32,
+    /// Whether discards were enabled when the pool object was created.
+    pub(crate) discard_enabled: bool,
+    pub(crate) data_dev: Arc<BlockDevice>,
+    pub(crate) kcopyd: Kcopyd,
+    wq: OwnedQueue,
+    mode: AtomicU8,
+    /// Set in postsuspend, cleared in resume (thin tables cannot be created meanwhile).
+    suspended: AtomicBool,
+    /// Set when the last table lets go: nothing may queue work any more.
+    dying: AtomicBool,
+    #[pin]
+    pub(crate) meta: Mutex<MetaState>,
+    #[pin]
+    pub(crate) thins: Mutex<KVec<Arc<ThinState>>>,
+    #[pin]
+    work: workqueue::Work<PoolObject, 0>,
+    #[pin]
+    commit_timer: workqueue::DelayedWork<PoolObject, 1>,
+}
+
+impl_has_work! {
+    impl HasWork<Self, 0> for PoolObject { self.work }
+}
+impl_has_delayed_work! {
+    impl HasDelayedWork<Self, 1> for PoolObject { self.commit_timer }
+}
+
+impl workqueue::WorkItem<0> for PoolObject {
+    type Pointer = Arc<PoolObject>;
+
+    fn run(this: Arc<PoolObject>) {
+        super::worker::run(&this);
+    }
+}
+
+impl workqueue::WorkItem<1> for PoolObject {
+    type Pointer = Arc<PoolObject>;
+
+    fn run(this: Arc<PoolObject>) {
+        super::worker::run(&this);
+    }
+}
+
+/// Why opening the metadata failed, as dm-thin reports it.
+fn open_error(e: MetaError) -> CtrError {
+    pr_err!("rthin-pool: could not open the metadata: {:?}\n", e);
+    match e {
+        MetaError::NoMemory => CtrError::new(ENOMEM, c"Error creating metadata object"),
+        MetaError::BlockSizeMismatch { .. } => {
+            CtrError::new(EINVAL, c"Error creating metadata object")
+        }
+        MetaError::UnsupportedFeatures { .. } => {
+            CtrError::new(EINVAL, c"Error creating metadata object")
+        }
+        _ => CtrError::new(EIO, c"Error creating metadata object"),
+    }
+}
+
+/// What a new pool object is made from.
+pub(crate) struct PoolParams {
+    pub(crate) key: PoolKey,
+    pub(crate) block_size: u32,
+    pub(crate) discard_enabled: bool,
+    pub(crate) read_only: bool,
+    pub(crate) config: PoolConfig,
+}
+
+impl PoolObject {
+    /// Opens (or, when its first 4 KiB are zero, formats) the metadata and creates the pool.
+    pub(crate) fn create(p: PoolParams) -> Result<Arc<Self>, CtrError> {
+        let data_dev = Arc::new(
+            BlockDevice::open(p.key.data, true)
+                .map_err(|e| CtrError::new(e, c"Error getting data device"))?,
+            GFP_KERNEL,
+        )?;
+        let metadata_dev = BlockDevice::open(p.key.metadata, !p.read_only)
+            .map_err(|e| CtrError::new(e, c"Error opening metadata block device"))?;
+        let bm = BufioBlockManager::new(metadata_dev, data_dev.clone())
+            .map_err(|e| CtrError::new(e, c"Error creating metadata object"))?;
+        // `Pool` is ~6 KiB: built in its heap slot and loaded in place, never moved by value.
+        let mut engine = KBox::new(Engine::unloaded(bm), GFP_KERNEL)?;
+        let formatted = Engine::is_formatted(engine.block_manager()).map_err(open_error)?;
+        if formatted {
+            engine
+                .open_in_place(Some(p.block_size), !p.read_only)
+                .map_err(open_error)?;
+        } else if p.read_only {
+            return Err(CtrError::new(EPERM, c"Error creating metadata object"));
+        } else {
+            engine.format_in_place(p.block_size).map_err(open_error)?;
+        }
+        let mode = if p.read_only || engine.needs_check() {
+            PoolMode::ReadOnly
+        } else {
+            PoolMode::Write
+        };
+        let kcopyd =
+            Kcopyd::new().map_err(|e| CtrError::new(e, c"Error creating pool's kcopyd client"))?;
+        let wq = OwnedQueue::new(c"rthin-pool")
+            .map_err(|e| CtrError::new(e, c"Error creating pool's workqueue"))?;
+        let meta = MetaState {
+            engine,
+            last_commit: Instant::now(),
+            pending: KVec::new(),
+            config: p.config,
+        };
+        let pool = Arc::pin_init(
+            try_pin_init!(Self {
+                key: p.key,
+                block_size: p.block_size,
+                discard_enabled: p.discard_enabled,
+                data_dev,
+                kcopyd,
+                wq,
+                mode: AtomicU8::new(mode as u8),
+                suspended: AtomicBool::new(true),
+                dying: AtomicBool::new(false),
+                meta <- new_mutex!(meta, "PoolObject::meta"),
+                thins <- new_mutex!(KVec::new(), "PoolObject::thins"),
+                work <- new_work!("PoolObject::work"),
+                commit_timer <- new_delayed_work!(),
+            }? Error),
+            GFP_KERNEL,
+        )?;
+        Ok(pool)
+    }
+
+    /// The current mode.
+    pub(crate) fn mode(&self) -> PoolMode {
+        PoolMode::from_u8(self.mode.load(Ordering::Acquire))
+    }
+
+    /// Changes the mode, logging the change as dm-thin does.
+    pub(crate) fn set_mode(&self, new: PoolMode) {
+        let old = PoolMode::from_u8(self.mode.swap(new as u8, Ordering::AcqRel));
+        // Fail is never left.
+        if old == PoolMode::Fail {
+            self.mode.store(PoolMode::Fail as u8, Ordering::Release);
+            return;
+        }
+        if old != new {
+            let what = match new {
+                PoolMode::Write => "write",
+                PoolMode::OutOfDataSpace => "out-of-data-space",
+                PoolMode::OutOfMetadataSpace => "out-of-metadata-space",
+                PoolMode::ReadOnly => "read-only",
+                PoolMode::Fail => "failure",
+            };
+            pr_info!("{}: switching pool to {} mode\n", self.key.pool_md, what);
+        }
+    }
+
+    /// Whether the pool is suspended.
+    pub(crate) fn is_suspended(&self) -> bool {
+        self.suspended.load(Ordering::Acquire)
+    }
+
+    /// Records a suspend or resume of the pool table.
+    pub(crate) fn set_suspended(&self, on: bool) {
+        self.suspended.store(on, Ordering::Release);
+    }
+
+    /// Runs the worker soon. Callable from any context (queueing work never sleeps).
+    pub(crate) fn kick(this: &Arc<Self>) {
+        if this.dying.load(Ordering::Acquire) {
+            return;
+        }
+        // Already queued is fine: the queued run will see the new work.
+        let _ = this.wq.enqueue::<Arc<PoolObject>, 0>(this.clone());
+    }
+
+    /// Runs the worker in about a second (the periodic commit).
+    pub(crate) fn kick_later(this: &Arc<Self>) {
+        if this.dying.load(Ordering::Acquire) {
+            return;
+        }
+        let _ = this.wq.enqueue_delayed::<Arc<PoolObject>, 1>(
+            this.clone(),
+            kernel::time::msecs_to_jiffies(1000),
+        );
+    }
+
+    /// Called when the last table lets go: no more work is queued, pending work has run.
+    ///
+    /// Process context. After it returns no work item holds a reference to the pool, so the
+    /// last reference is dropped by the caller, never by the worker (whose queue the pool owns).
+    pub(crate) fn shut_down(&self) {
+        self.dying.store(true, Ordering::Release);
+        crate::dm::flush_delayed_work(&self.commit_timer);
+        self.wq.flush();
+        let mut meta = self.meta.lock();
+        if self.mode().metadata_writable() {
+            if let Err(e) = meta.engine.commit() {
+                pr_err!("{}: commit at shutdown failed: {:?}\n", self.key.pool_md, e);
+            }
+        }
+    }
+
+    /// Registers an active thin table.
+    pub(crate) fn add_thin(&self, thin: Arc<ThinState>) -> Result {
+        self.thins.lock().push(thin, GFP_KERNEL)?;
+        Ok(())
+    }
+
+    /// Unregisters a thin table (its bios have all completed: dm core waits for them first).
+    pub(crate) fn remove_thin(&self, thin: &Arc<ThinState>) {
+        let mut thins = self.thins.lock();
+        if let Some(i) = thins.iter().position(|t| Arc::ptr_eq(t, thin)) {
+            let _ = thins.remove(i);
+        }
+    }
+
+    /// Whether a thin table for `dev_id` is active.
+    pub(crate) fn thin_is_active(&self, dev_id: u64) -> bool {
+        self.thins.lock().iter().any(|t| t.dev_id == dev_id)
+    }
+}

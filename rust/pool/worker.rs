@@ -1,0 +1,494 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The pool worker: every thin bio is decided here, under the metadata lock.
+//!
+//! One run takes each active thin's queued bios and
+//! * remaps reads and writes of provisioned blocks to the data device, and completes reads of
+//!   holes with zeroes (or sends them to the external origin). dm-thin sends them through the
+//!   pool device instead; going straight to the data device saves a device-mapper layer per
+//!   bio, and the pool object keeps its own counted open of the data device for it;
+//! * provisions: allocates a data block for a write to a hole or to a block shared with a
+//!   snapshot. A write covering the whole block is sent at once and its mapping inserted when
+//!   it completes (`end_io` hands it back), so a crash can never map a block whose data never
+//!   arrived; a partial write first has the new block zeroed or the old block copied (kcopyd),
+//!   then the mapping inserted, then the bio sent. While a whole-block write is in flight,
+//!   other bios for the same virtual block wait for it (dm-thin's cell);
+//! * unmaps whole blocks covered by discards;
+//! * commits when a flush or FUA bio follows a metadata change (those bios are sent or
+//!   completed only after the commit), and at least every second while there are changes.
+//!
+//! Metadata failures abort the transaction (reopen at the last commit), set `needs_check` and
+//! switch the pool to read-only, or to fail mode if that fails too, as dm-thin does.
+
+use super::{
+    object::{Engine, MetaState, Pending, PoolMode, PoolObject},
+    thin_state::{Stage, ThinBio, ThinState},
+};
+use crate::{
+    dm::{BioList, BioOp, BlkStatus, NoIoScope, OwnedBio},
+    metadata::{Error as MetaError, Space},
+};
+use kernel::{prelude::*, sync::Arc, time::Delta};
+
+type ThinOwnedBio = OwnedBio<ThinBio>;
+
+/// Commit at least this often while the metadata has changes.
+const COMMIT_PERIOD_MS: i64 = 1000;
+
+/// One run of the worker.
+pub(super) fn run(pool: &Arc<PoolObject>) {
+    let _noio = NoIoScope::enter();
+    let thins = match clone_thins(pool) {
+        Ok(t) => t,
+        Err(_) => {
+            // Out of memory: try again in a second rather than spin.
+            PoolObject::kick_later(pool);
+            return;
+        }
+    };
+    let mut meta = pool.meta.lock();
+    let mut worker = Worker {
+        pool,
+        meta: &mut meta,
+        requeued: false,
+    };
+    // Bios to send or complete after the commit, one list per thin (their remap destination).
+    let mut after_commit: KVec<BioList<ThinBio>> = KVec::new();
+    for thin in thins.iter() {
+        let mut waiting = BioList::new();
+        let (mut provisioned, mut deferred) = {
+            let mut q = thin.queues.lock();
+            (q.provisioned.take(), q.deferred.take())
+        };
+        while let Some(bio) = provisioned.pop() {
+            worker.finish_overwrite(thin, bio, &mut waiting);
+        }
+        while let Some(bio) = deferred.pop() {
+            worker.process(thin, bio, &mut waiting);
+        }
+        if after_commit.push(waiting, GFP_KERNEL).is_err() {
+            // The list was dropped with its bios, which failed them: nothing is lost silently.
+            pr_err!("{}: out of memory in the worker\n", pool.key.pool_md);
+        }
+    }
+    let requeued = worker.requeued;
+
+    let must_commit = after_commit.iter().any(|l| !l.is_empty())
+        || meta.last_commit.elapsed() >= Delta::from_millis(COMMIT_PERIOD_MS);
+    let committed = if meta.engine.has_uncommitted_changes() && must_commit {
+        commit(pool, &mut meta)
+    } else {
+        true
+    };
+    let still_dirty = meta.engine.has_uncommitted_changes();
+    drop(meta);
+
+    for list in after_commit.iter_mut() {
+        while let Some(mut bio) = list.pop() {
+            if !committed {
+                bio.end(BlkStatus::IOERR);
+            } else if bio.per_bio().stage == Stage::Finished || bio.bio().is_empty() {
+                // Its data is on disk (or it carries none) and the data device was flushed
+                // by the commit.
+                bio.end(BlkStatus::OK);
+            } else {
+                bio.submit_to(&pool.data_dev);
+            }
+        }
+    }
+    if requeued {
+        PoolObject::kick(pool);
+    }
+    if still_dirty {
+        PoolObject::kick_later(pool);
+    }
+}
+
+fn clone_thins(pool: &PoolObject) -> Result<KVec<Arc<ThinState>>> {
+    let thins = pool.thins.lock();
+    let mut out = KVec::with_capacity(thins.len(), GFP_KERNEL)?;
+    for t in thins.iter() {
+        out.push(t.clone(), GFP_KERNEL)?;
+    }
+    Ok(out)
+}
+
+/// Commits; on failure handles it as a failed metadata operation. Returns whether it worked.
+pub(super) fn commit(pool: &PoolObject, meta: &mut MetaState) -> bool {
+    if !pool.mode().metadata_writable() {
+        return !meta.engine.has_uncommitted_changes();
+    }
+    match meta.engine.commit() {
+        Ok(()) => {
+            meta.last_commit = kernel::time::Instant::now();
+            if pool.mode() == PoolMode::OutOfDataSpace && meta.engine.data_free_blocks() > 0 {
+                pool.set_mode(PoolMode::Write);
+            }
+            true
+        }
+        Err(e) => {
+            metadata_failed(pool, meta, "commit", e);
+            false
+        }
+    }
+}
+
+/// dm-thin's `metadata_operation_failed`: abort the transaction, set `needs_check`, go
+/// read-only; fail mode if any of that fails.
+pub(super) fn metadata_failed(pool: &PoolObject, meta: &mut MetaState, op: &str, e: MetaError) {
+    pr_err!(
+        "{}: metadata operation '{}' failed: {:?}\n",
+        pool.key.pool_md,
+        op,
+        e
+    );
+    if pool.mode() == PoolMode::Fail {
+        return;
+    }
+    pr_err!(
+        "{}: aborting current metadata transaction\n",
+        pool.key.pool_md
+    );
+    meta.engine.block_manager().reset();
+    let aborted = meta
+        .engine
+        .open_in_place(Some(pool.block_size), true)
+        .and_then(|()| meta.engine.set_needs_check(true))
+        .and_then(|()| meta.engine.commit());
+    match aborted {
+        Ok(()) => {
+            pr_err!(
+                "{}: switching pool to read-only mode; run thin_check\n",
+                pool.key.pool_md
+            );
+            pool.set_mode(PoolMode::ReadOnly);
+        }
+        Err(e) => {
+            pr_err!(
+                "{}: failed to abort metadata transaction: {:?}\n",
+                pool.key.pool_md,
+                e
+            );
+            pool.set_mode(PoolMode::Fail);
+        }
+    }
+    // Whatever was in flight was allocated in the aborted transaction.
+    for p in meta.pending.iter_mut() {
+        p.waiting.clear();
+    }
+}
+
+struct Worker<'a> {
+    pool: &'a Arc<PoolObject>,
+    meta: &'a mut MetaState,
+    /// Bios were put back on a thin's deferred list: run again.
+    requeued: bool,
+}
+
+impl Worker<'_> {
+    fn engine(&mut self) -> &mut Engine {
+        &mut self.meta.engine
+    }
+
+    fn block_sectors(&self) -> u64 {
+        u64::from(self.pool.block_size)
+    }
+
+    /// Sends `bio` (already remapped), or parks it for the commit if it asks for durability and
+    /// the metadata changed.
+    fn issue(&mut self, mut bio: ThinOwnedBio, after_commit: &mut BioList<ThinBio>) {
+        let durable = bio.bio().is_preflush() || bio.bio().is_fua();
+        if durable && self.engine().has_uncommitted_changes() {
+            after_commit.push(bio);
+        } else {
+            bio.submit_to(&self.pool.data_dev);
+        }
+    }
+
+    fn process(
+        &mut self,
+        thin: &Arc<ThinState>,
+        mut bio: ThinOwnedBio,
+        after_commit: &mut BioList<ThinBio>,
+    ) {
+        if self.pool.mode() == PoolMode::Fail {
+            bio.end(BlkStatus::IOERR);
+            return;
+        }
+        match bio.bio().op() {
+            BioOp::Flush => {
+                if self.engine().has_uncommitted_changes() {
+                    after_commit.push(bio);
+                } else {
+                    bio.submit_to(&self.pool.data_dev);
+                }
+            }
+            BioOp::Discard => self.discard(thin, bio),
+            BioOp::Read | BioOp::Write => self.read_write(thin, bio, after_commit),
+            _ => bio.end(BlkStatus::IOERR),
+        }
+    }
+
+    fn read_write(
+        &mut self,
+        thin: &Arc<ThinState>,
+        mut bio: ThinOwnedBio,
+        after_commit: &mut BioList<ThinBio>,
+    ) {
+        let bs = self.block_sectors();
+        let sector = bio.bio().sector();
+        let (vblock, offset) = (sector / bs, sector % bs);
+        let is_write = bio.bio().op() == BioOp::Write;
+
+        // A whole-block write to this block is in flight: wait for its mapping.
+        if let Some(p) = self
+            .meta
+            .pending
+            .iter_mut()
+            .find(|p| p.dev_id == thin.dev_id && p.vblock == vblock)
+        {
+            // On allocation failure the bio is dropped, which fails it with EIO.
+            let _ = p.waiting.push((thin.clone(), bio), GFP_KERNEL);
+            return;
+        }
+
+        let mapping = match self.engine().lookup(thin.dev_id, vblock) {
+            Ok(m) => m,
+            Err(e) => {
+                metadata_failed(self.pool, self.meta, "lookup", e);
+                bio.end(BlkStatus::IOERR);
+                return;
+            }
+        };
+        match mapping {
+            Some(m) if !(is_write && m.shared) => {
+                bio.bio().set_sector(m.data_block * bs + offset);
+                self.issue(bio, after_commit);
+            }
+            Some(m) => self.provision(thin, bio, vblock, offset, Some(m.data_block), after_commit),
+            None if is_write => self.provision(thin, bio, vblock, offset, None, after_commit),
+            None => match &thin.origin {
+                Some(origin) if sector < origin.nr_sectors() => bio.submit_to(origin),
+                _ => bio.zero_fill_and_end(),
+            },
+        }
+    }
+
+    /// Gives `bio` a new data block for `vblock`; `shared` is the block it shares now, if any.
+    fn provision(
+        &mut self,
+        thin: &Arc<ThinState>,
+        mut bio: ThinOwnedBio,
+        vblock: u64,
+        offset: u64,
+        shared: Option<u64>,
+        after_commit: &mut BioList<ThinBio>,
+    ) {
+        if !self.pool.mode().metadata_writable() {
+            bio.end(BlkStatus::IOERR);
+            return;
+        }
+        if self.pool.mode() == PoolMode::OutOfDataSpace {
+            self.no_space(thin, bio);
+            return;
+        }
+        let data_block = match self.alloc() {
+            Ok(b) => b,
+            Err(MetaError::NoSpace(Space::Data)) => {
+                self.no_space(thin, bio);
+                return;
+            }
+            Err(e) => {
+                metadata_failed(self.pool, self.meta, "alloc_data_block", e);
+                bio.end(BlkStatus::IOERR);
+                return;
+            }
+        };
+        let bs = self.block_sectors();
+        let whole_block = offset == 0 && u64::from(bio.bio().sectors()) == bs;
+        if whole_block {
+            // Mapped when the data is on disk: see `finish_overwrite`.
+            let pending = Pending {
+                dev_id: thin.dev_id,
+                vblock,
+                waiting: KVec::new(),
+            };
+            if self.meta.pending.push(pending, GFP_KERNEL).is_err() {
+                self.release(data_block);
+                bio.end(BlkStatus::IOERR);
+                return;
+            }
+            *bio.per_bio() = ThinBio {
+                stage: Stage::Overwrite,
+                vblock,
+                data_block,
+                write_ok: false,
+            };
+            bio.bio().set_sector(data_block * bs);
+            bio.submit_to(&self.pool.data_dev);
+            return;
+        }
+
+        if let Err(e) = self.prepare_block(thin, vblock, data_block, shared) {
+            pr_err!(
+                "{}: preparing data block {} failed: {:?}\n",
+                self.pool.key.pool_md,
+                data_block,
+                e
+            );
+            self.release(data_block);
+            bio.end(BlkStatus::IOERR);
+            return;
+        }
+        if let Err(e) = self.engine().insert(thin.dev_id, vblock, data_block) {
+            metadata_failed(self.pool, self.meta, "insert", e);
+            bio.end(BlkStatus::IOERR);
+            return;
+        }
+        bio.bio().set_sector(data_block * bs + offset);
+        self.issue(bio, after_commit);
+    }
+
+    /// Fills a new block before a partial write lands in it: a copy of the shared block, of the
+    /// external origin's block, or zeroes (unless `skip_block_zeroing`).
+    fn prepare_block(
+        &mut self,
+        thin: &ThinState,
+        vblock: u64,
+        data_block: u64,
+        shared: Option<u64>,
+    ) -> Result {
+        let pool = self.pool;
+        let bs = self.block_sectors();
+        let to = data_block * bs;
+        if let Some(old) = shared {
+            return pool
+                .kcopyd
+                .copy(&pool.data_dev, old * bs, &pool.data_dev, to, bs);
+        }
+        let zero = self.meta.config.zero_new_blocks;
+        if let Some(origin) = &thin.origin {
+            let start = vblock * bs;
+            let size = origin.nr_sectors();
+            if start < size {
+                let n = core::cmp::min(bs, size - start);
+                pool.kcopyd.copy(origin, start, &pool.data_dev, to, n)?;
+                if n < bs {
+                    pool.kcopyd.zero(&pool.data_dev, to + n, bs - n)?;
+                }
+                return Ok(());
+            }
+        }
+        if zero {
+            pool.kcopyd.zero(&pool.data_dev, to, bs)?;
+        }
+        Ok(())
+    }
+
+    /// A whole-block write to a new block completed: map the block, wake the bios waiting for
+    /// it, complete the write (after the commit if it asked for durability).
+    fn finish_overwrite(
+        &mut self,
+        thin: &ThinState,
+        mut bio: ThinOwnedBio,
+        after_commit: &mut BioList<ThinBio>,
+    ) {
+        let ThinBio {
+            vblock,
+            data_block,
+            write_ok,
+            ..
+        } = *bio.per_bio();
+        bio.per_bio().stage = Stage::Finished;
+        if let Some(i) = self
+            .meta
+            .pending
+            .iter()
+            .position(|p| p.dev_id == thin.dev_id && p.vblock == vblock)
+        {
+            if let Ok(mut p) = self.meta.pending.remove(i) {
+                for (waiter_thin, waiter) in p.waiting.drain_all() {
+                    waiter_thin.queues.lock().deferred.push(waiter);
+                    self.requeued = true;
+                }
+            }
+        }
+        if !write_ok {
+            self.release(data_block);
+            bio.end(BlkStatus::IOERR);
+            return;
+        }
+        if !self.pool.mode().metadata_writable() {
+            bio.end(BlkStatus::IOERR);
+            return;
+        }
+        if let Err(e) = self.engine().insert(thin.dev_id, vblock, data_block) {
+            metadata_failed(self.pool, self.meta, "insert", e);
+            bio.end(BlkStatus::IOERR);
+            return;
+        }
+        if bio.bio().is_preflush() || bio.bio().is_fua() {
+            after_commit.push(bio);
+        } else {
+            bio.end(BlkStatus::OK);
+        }
+    }
+
+    fn discard(&mut self, thin: &ThinState, mut bio: ThinOwnedBio) {
+        if !self.pool.mode().metadata_writable() {
+            // dm-thin completes discards as no-ops when it cannot change the metadata.
+            bio.end(BlkStatus::OK);
+            return;
+        }
+        let bs = self.block_sectors();
+        let start = bio.bio().sector();
+        let end = start + u64::from(bio.bio().sectors());
+        // Only whole blocks can be unmapped.
+        let (first, last) = (start.div_ceil(bs), end / bs);
+        if first < last {
+            if let Err(e) = self.engine().remove_range(thin.dev_id, first, last) {
+                metadata_failed(self.pool, self.meta, "remove_range", e);
+                bio.end(BlkStatus::IOERR);
+                return;
+            }
+        }
+        bio.end(BlkStatus::OK);
+    }
+
+    /// Allocates a data block; when none is free, commits once to recycle blocks freed in this
+    /// transaction and tries again (dm-thin's `alloc_data_block`).
+    fn alloc(&mut self) -> Result<u64, MetaError> {
+        match self.engine().alloc_data_block() {
+            Err(MetaError::NoSpace(Space::Data)) if self.engine().has_uncommitted_changes() => {
+                if !commit(self.pool, self.meta) {
+                    return Err(MetaError::Io { block: 0 });
+                }
+                self.engine().alloc_data_block()
+            }
+            r => r,
+        }
+    }
+
+    /// Returns an allocated but unmapped block.
+    fn release(&mut self, data_block: u64) {
+        if let Err(e) = self.engine().release_data_block(data_block) {
+            metadata_failed(self.pool, self.meta, "release_data_block", e);
+        }
+    }
+
+    /// Out of data space: fail the bio (`error_if_no_space`) or keep it until the pool grows.
+    fn no_space(&mut self, thin: &ThinState, bio: ThinOwnedBio) {
+        if self.pool.mode() == PoolMode::Write {
+            pr_warn!(
+                "{}: reached low water mark for data device: no free data blocks\n",
+                self.pool.key.pool_md
+            );
+            self.pool.set_mode(PoolMode::OutOfDataSpace);
+        }
+        if self.meta.config.error_if_no_space {
+            bio.end(BlkStatus::NOSPC);
+        } else {
+            thin.queues.lock().no_space.push(bio);
+        }
+    }
+}
