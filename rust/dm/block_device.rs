@@ -67,6 +67,20 @@ impl BlockDevice {
         unsafe { dm::rthin_bdev_nr_sectors(self.bdev()) }
     }
 
+    /// Largest discard the device accepts, in sectors; 0 when it cannot discard.
+    pub fn max_discard_sectors(&self) -> u32 {
+        // SAFETY: `bdev()` is valid while `self` lives.
+        unsafe { dm::rthin_bdev_max_discard_sectors(self.bdev()) }
+    }
+
+    /// Discards `count` sectors from `sector` and waits (`blkdev_issue_discard`, `GFP_NOIO`).
+    ///
+    /// Sleeps: worker context only.
+    pub fn discard(&self, sector: u64, count: u64) -> Result {
+        // SAFETY: `bdev()` is an open block device while `self` lives.
+        kernel::error::to_result(unsafe { dm::rthin_bdev_discard(self.bdev(), sector, count) })
+    }
+
     /// Whether the device was opened for writing.
     pub fn is_writable(&self) -> bool {
         self.writable

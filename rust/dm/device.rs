@@ -133,6 +133,12 @@ impl DmDev {
         unsafe { dm::rthin_bdev_nr_sectors(self.bdev()) }
     }
 
+    /// Largest discard the device accepts, in sectors; 0 when it cannot discard.
+    pub fn max_discard_sectors(&self) -> u32 {
+        // SAFETY: `bdev()` is a valid block device while `self` exists.
+        unsafe { dm::rthin_bdev_max_discard_sectors(self.bdev()) }
+    }
+
     /// The mode the device was opened with.
     pub fn mode(&self) -> OpenMode {
         // SAFETY: By the type invariant `dev` is valid; `mode` is set when it is opened.

@@ -47,6 +47,17 @@ sector_t rthin_bdev_nr_sectors(struct block_device *bdev)
 	return bdev_nr_sectors(bdev);
 }
 
+unsigned int rthin_bdev_max_discard_sectors(struct block_device *bdev)
+{
+	return bdev_max_discard_sectors(bdev);
+}
+
+/* Synchronous discard, allocating with GFP_NOIO (callers sit on the I/O path). */
+int rthin_bdev_discard(struct block_device *bdev, sector_t sector, sector_t nr)
+{
+	return blkdev_issue_discard(bdev, sector, nr, GFP_NOIO);
+}
+
 dev_t rthin_bdev_devt(struct block_device *bdev)
 {
 	return bdev->bd_dev;

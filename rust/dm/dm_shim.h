@@ -31,6 +31,8 @@ void rthin_bio_zero_fill_and_end(struct bio *bio);
 /* Block device helpers. */
 sector_t rthin_bdev_nr_sectors(struct block_device *bdev);
 dev_t rthin_bdev_devt(struct block_device *bdev);
+unsigned int rthin_bdev_max_discard_sectors(struct block_device *bdev);
+int rthin_bdev_discard(struct block_device *bdev, sector_t sector, sector_t nr);
 unsigned int rthin_dev_major(dev_t dev);
 unsigned int rthin_dev_minor(dev_t dev);
 

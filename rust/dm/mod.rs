@@ -18,6 +18,7 @@ mod bio;
 mod block_device;
 mod bufio;
 mod device;
+mod instance;
 mod irq_lock;
 mod kcopyd;
 mod limits;
@@ -34,6 +35,7 @@ pub use bio::{Bio, BioList, BioOp, EndIoOutcome, EndIoRequest, MapOutcome, MapRe
 pub use block_device::BlockDevice;
 pub use bufio::{BufferMut, BufferRef, BufioClient};
 pub use device::{DevT, DeviceVisitor, DmDev, OpenMode};
+pub use instance::EventRelay;
 pub use irq_lock::{SpinLockIrq, SpinLockIrqBackend, SpinLockIrqGuard};
 pub use kcopyd::Kcopyd;
 pub use limits::QueueLimits;

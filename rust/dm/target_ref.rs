@@ -3,9 +3,13 @@
 //! Safe views of a `struct dm_target`: [`TargetRef`] in every callback, [`TargetCtr`] with the
 //! extra setters that are only valid while the constructor runs.
 
-use super::{bindings as dm, DevT, DmDev, OpenMode};
+use super::{
+    bindings as dm,
+    instance::{EventRelay, Instance},
+    DevT, DmDev, OpenMode,
+};
 use core::marker::PhantomData;
-use kernel::{error::to_result, prelude::*, types::Opaque};
+use kernel::{error::to_result, prelude::*, sync::Arc, types::Opaque};
 
 /// A device-mapper target instance (`struct dm_target`), borrowed for one callback.
 ///
@@ -76,6 +80,25 @@ impl TargetRef {
     pub fn table_event(&self) {
         // SAFETY: By the type invariant `ti->table` is a valid table.
         unsafe { dm::dm_table_event((*self.as_raw()).table) };
+    }
+
+    /// A counted handle that raises this target's table event from anywhere that may sleep
+    /// (a worker, say), for as long as the target exists; `None` while the constructor runs.
+    pub fn event_relay(&self) -> Option<Arc<EventRelay>> {
+        // SAFETY: By the type invariant the target is valid. Outside the constructor its
+        // `private` is null or the boxed `Instance` of the glue, which begins with the relay
+        // (`repr(C)`) and lives until `dtr`, after every other callback.
+        let private = unsafe { (*self.as_raw()).private };
+        if private.is_null() {
+            return None;
+        }
+        // SAFETY: As above.
+        Some(unsafe { (*private.cast::<Instance>()).relay.clone() })
+    }
+
+    pub(crate) fn table_raw(&self) -> *mut dm::dm_table {
+        // SAFETY: By the type invariant the target is valid.
+        unsafe { (*self.as_raw()).table }
     }
 }
 

@@ -3,14 +3,15 @@
 //! [`TargetVTable`]: the `extern "C"` callbacks dm core calls, translating to [`Target`].
 //!
 //! Ownership of the private data: `ctr_callback` turns the [`Target::Private`] returned by
-//! [`Target::ctr`] into a foreign pointer stored in `ti->private`; every other callback borrows
-//! it; `dtr_callback` takes it back and drops it. dm core never calls another callback of a
+//! [`Target::ctr`] into a foreign pointer, kept with the glue's own per-target state in a boxed
+//! [`Instance`] stored in `ti->private`; every other callback borrows it; `dtr_callback` clears
+//! `ti->private`, then takes both back and drops them. dm core never calls another callback of a
 //! target concurrently with, or after, its `dtr`, and calls `dtr` only after a successful
 //! `ctr`.
 
 use super::{
-    bindings as dm, Args, BlkStatus, DeviceVisitor, EndIoRequest, MapRequest, QueueLimits,
-    Registration, ResultWriter, StatusFlags, StatusType, Target, TargetCtr, TargetRef,
+    bindings as dm, instance::Instance, Args, BlkStatus, DeviceVisitor, EndIoRequest, MapRequest,
+    QueueLimits, Registration, ResultWriter, StatusFlags, StatusType, Target, TargetCtr, TargetRef,
 };
 use core::{marker::PhantomData, ptr::NonNull};
 use kernel::{bindings, ffi::c_uint, prelude::*, types::ForeignOwnable};
@@ -96,11 +97,13 @@ impl<T: Target> TargetVTable<T> {
     unsafe fn instance<'a>(
         ti: *mut dm::dm_target,
     ) -> (<T::Private as ForeignOwnable>::Borrowed<'a>, &'a TargetRef) {
-        // SAFETY: `ti` is valid (caller), so is its `private` field.
-        let private = unsafe { (*ti).private };
-        // SAFETY: `private` came from `into_foreign` in `ctr_callback`, and `from_foreign` only
-        // runs in `dtr_callback`, which dm core does not call while another callback runs.
-        let private = unsafe { T::Private::borrow(private) };
+        // SAFETY: `ti` is valid (caller), so is its `private` field, which `ctr_callback` set to
+        // a boxed `Instance` that lives until `dtr_callback`.
+        let instance = unsafe { &*(*ti).private.cast::<Instance>() };
+        // SAFETY: `instance.private` came from `into_foreign` in `ctr_callback`, and
+        // `from_foreign` only runs in `dtr_callback`, which dm core does not call while another
+        // callback runs.
+        let private = unsafe { T::Private::borrow(instance.private) };
         // SAFETY: dm core keeps `ti` alive and unchanged for the duration of the callback.
         let ti = unsafe { TargetRef::from_raw(ti) };
         (private, ti)
@@ -130,8 +133,20 @@ impl<T: Target> TargetVTable<T> {
         }
         match T::ctr(registration.shared(), &mut ctr, args) {
             Ok(private) => {
-                ctr.set_private(private.into_foreign().cast());
-                0
+                let foreign: *mut c_void = private.into_foreign().cast();
+                match Instance::new(ctr.table_raw(), foreign) {
+                    Ok(instance) => {
+                        ctr.set_private(KBox::into_raw(instance).cast());
+                        0
+                    }
+                    Err(e) => {
+                        // SAFETY: `foreign` came from `into_foreign` just above and was not
+                        // handed to anyone.
+                        drop(unsafe { T::Private::from_foreign(foreign.cast()) });
+                        ctr.set_error(c"Out of memory");
+                        e.to_errno()
+                    }
+                }
             }
             Err(e) => {
                 ctr.set_error(e.reason());
@@ -147,11 +162,16 @@ impl<T: Target> TargetVTable<T> {
     /// Called by dm core once per successfully constructed target, after every other callback
     /// of that target has returned.
     unsafe extern "C" fn dtr_callback(ti: *mut dm::dm_target) {
-        // SAFETY: `ti` is valid for the call.
-        let private = unsafe { (*ti).private };
+        // SAFETY: `ti` is valid for the call. `ti->private` is cleared first, so nothing can
+        // find the instance while it is being torn down.
+        let raw = unsafe { core::mem::replace(&mut (*ti).private, core::ptr::null_mut()) };
+        // SAFETY: `raw` is the boxed `Instance` from `ctr_callback`, converted back only here.
+        let instance = unsafe { KBox::from_raw(raw.cast::<Instance>()) };
+        // The relay is cleared before the private data (and then the table) goes away.
+        let private = instance.destroy();
         // SAFETY: `private` came from `into_foreign` in `ctr_callback`; this is its only
         // `from_foreign`, and no borrow is alive (no other callback runs).
-        drop(unsafe { T::Private::from_foreign(private) });
+        drop(unsafe { T::Private::from_foreign(private.cast()) });
     }
 
     /// `target_type.map`.

@@ -13,7 +13,7 @@ use crate::{
     dm::{self, parse_u64, Args},
     metadata::Error as MetaError,
 };
-use kernel::prelude::*;
+use kernel::{prelude::*, sync::Arc};
 
 /// Largest thin device id (24 bits).
 const MAX_DEV_ID: u64 = (1 << 24) - 1;
@@ -102,7 +102,7 @@ fn errno(e: MetaError) -> Error {
 }
 
 /// Runs one message against the metadata, then commits.
-pub(crate) fn handle(pool: &PoolObject, args: &Args<'_>) -> Result {
+pub(crate) fn handle(pool: &Arc<PoolObject>, args: &Args<'_>) -> Result {
     if !pool.mode().metadata_writable() {
         pr_err!(
             "{}: unable to service pool target messages in READ_ONLY or FAIL mode\n",

@@ -53,7 +53,11 @@ pub(crate) struct PoolInstance {
     metadata_dev: DmDev,
     data_dev: DmDev,
     low_water_mark: u64,
+    /// As requested in the table line (what `dmsetup table` prints).
     features: PoolFeatures,
+    /// Discard passdown as it takes effect: off when the data device cannot discard whole
+    /// blocks (dm-thin's `disable_discard_passdown_if_not_supported`).
+    passdown: bool,
 }
 
 impl PoolInstance {
@@ -73,7 +77,7 @@ impl PoolInstance {
     fn config(&self) -> PoolConfig {
         PoolConfig {
             zero_new_blocks: self.features.zero_new_blocks,
-            discard_passdown: self.features.discard_passdown,
+            discard_passdown: self.passdown,
             error_if_no_space: self.features.error_if_no_space,
             low_water_mark: self.low_water_mark,
         }
@@ -81,7 +85,7 @@ impl PoolInstance {
 
     /// `dmsetup status`: dm-thin's `pool_status` INFO line, every field followed by a space.
     fn emit_info(&self, flags: StatusFlags, out: &mut ResultWriter<'_>) -> core::fmt::Result {
-        let pool = self.pool.pool();
+        let pool = self.pool.arc();
         let mode = pool.mode();
         if mode == PoolMode::Fail {
             return out.write_str("Fail");
@@ -141,7 +145,7 @@ impl PoolInstance {
 
     /// Binds the pool to this table and grows it to the devices (dm-thin's `pool_preresume`).
     fn preresume(&self) -> Result {
-        let pool = self.pool.pool();
+        let pool = self.pool.arc();
         let mut meta = pool.meta.lock();
         meta.config = self.config();
         if pool.mode() == PoolMode::Fail {
@@ -205,6 +209,24 @@ impl PoolInstance {
     }
 }
 
+/// Whether the data device can take the discards passdown sends (whole data blocks).
+fn passdown_supported(data: &DmDev, block_size: u32) -> bool {
+    let max = data.max_discard_sectors();
+    let reason = if max == 0 {
+        "discard unsupported"
+    } else if max < block_size {
+        "max discard sectors smaller than a block"
+    } else {
+        return true;
+    };
+    pr_warn!(
+        "Data device ({}) {}: Disabling discard passdown.\n",
+        data.devt(),
+        reason
+    );
+    false
+}
+
 fn warn_if_metadata_too_big(dev: &DmDev) {
     if dev.nr_sectors() > METADATA_SIZE_WARNING_SECTORS {
         pr_warn!(
@@ -257,6 +279,7 @@ impl dm::Target for PoolTarget {
             metadata: metadata_dev.devt(),
             data: data_dev.devt(),
         };
+        let passdown = features.discard_passdown && passdown_supported(&data_dev, block_size);
         let params = PoolParams {
             key,
             block_size,
@@ -264,7 +287,7 @@ impl dm::Target for PoolTarget {
             read_only: features.read_only,
             config: PoolConfig {
                 zero_new_blocks: features.zero_new_blocks,
-                discard_passdown: features.discard_passdown,
+                discard_passdown: passdown,
                 error_if_no_space: features.error_if_no_space,
                 low_water_mark,
             },
@@ -293,6 +316,7 @@ impl dm::Target for PoolTarget {
             data_dev,
             low_water_mark,
             features,
+            passdown,
         };
         Ok(KBox::new(instance, GFP_KERNEL)?)
     }
@@ -323,15 +347,17 @@ impl dm::Target for PoolTarget {
         args: Args<'_>,
         _out: &mut ResultWriter<'_>,
     ) -> Result {
-        messages::handle(pool.pool.pool(), &args)
+        messages::handle(pool.pool.arc(), &args)
     }
 
     fn preresume(pool: &PoolInstance, _ti: &TargetRef) -> Result {
         pool.preresume()
     }
 
-    fn resume(pool: &PoolInstance, _ti: &TargetRef) {
+    fn resume(pool: &PoolInstance, ti: &TargetRef) {
         let object = pool.pool.arc();
+        object.bind_events(ti.event_relay());
+        object.meta.lock().low_water_triggered = false;
         object.set_suspended(false);
         // Bios that waited for data space get another chance (or their ENOSPC, if the pool
         // is still full and now errors).
@@ -344,7 +370,7 @@ impl dm::Target for PoolTarget {
     }
 
     fn postsuspend(pool: &PoolInstance, _ti: &TargetRef) {
-        let object = pool.pool.pool();
+        let object = pool.pool.arc();
         object.set_suspended(true);
         let mut meta = object.meta.lock();
         worker::commit(object, &mut meta);
@@ -375,7 +401,7 @@ impl dm::Target for PoolTarget {
         if !pool.features.discard_enabled {
             // Keep the block layer from stacking the data device's discard limits.
             limits.set_discard_granularity(0);
-        } else if !pool.features.discard_passdown {
+        } else if !pool.passdown {
             limits.set_max_hw_discard_sectors(0);
         }
     }

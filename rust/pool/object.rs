@@ -14,7 +14,7 @@
 
 use super::{bufio_bm::BufioBlockManager, registry::PoolKey, thin_state::ThinState};
 use crate::{
-    dm::{BlockDevice, CtrError, Kcopyd, OwnedQueue},
+    dm::{BlkStatus, BlockDevice, CtrError, EventRelay, Kcopyd, OwnedQueue},
     metadata::{self, Error as MetaError},
 };
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -90,6 +90,8 @@ pub(crate) struct MetaState {
     pub(crate) pending: KVec<Pending>,
     /// The active pool table's settings.
     pub(crate) config: PoolConfig,
+    /// The low water mark event fired since the last resume.
+    pub(crate) low_water_triggered: bool,
 }
 
 /// A pool object.
@@ -112,10 +114,16 @@ pub(crate) struct PoolObject {
     pub(crate) meta: Mutex<MetaState>,
     #[pin]
     pub(crate) thins: Mutex<KVec<Arc<ThinState>>>,
+    /// Raises the table event of the pool table most recently resumed.
+    #[pin]
+    events: Mutex<Option<Arc<EventRelay>>>,
     #[pin]
     work: workqueue::Work<PoolObject, 0>,
     #[pin]
     commit_timer: workqueue::DelayedWork<PoolObject, 1>,
+    /// Fires `no_space_timeout` seconds after the pool ran out of data space.
+    #[pin]
+    no_space_timer: workqueue::DelayedWork<PoolObject, 2>,
 }
 
 impl_has_work! {
@@ -123,6 +131,7 @@ impl_has_work! {
 }
 impl_has_delayed_work! {
     impl HasDelayedWork<Self, 1> for PoolObject { self.commit_timer }
+    impl HasDelayedWork<Self, 2> for PoolObject { self.no_space_timer }
 }
 
 impl workqueue::WorkItem<0> for PoolObject {
@@ -138,6 +147,30 @@ impl workqueue::WorkItem<1> for PoolObject {
 
     fn run(this: Arc<PoolObject>) {
         super::worker::run(&this);
+    }
+}
+
+impl workqueue::WorkItem<2> for PoolObject {
+    type Pointer = Arc<PoolObject>;
+
+    /// The no-space timeout: still out of data space, so switch to `error_if_no_space` and fail
+    /// the queued bios with ENOSPC (dm-thin's `do_no_space_timeout`).
+    fn run(this: Arc<PoolObject>) {
+        if this.dying.load(Ordering::Acquire) || this.mode() != PoolMode::OutOfDataSpace {
+            return;
+        }
+        pr_warn!(
+            "{}: switching pool to out-of-data-space (error IO) mode\n",
+            this.key.pool_md
+        );
+        this.meta.lock().config.error_if_no_space = true;
+        for thin in this.thins.lock().iter() {
+            let mut waiting = thin.queues.lock().no_space.take();
+            while let Some(bio) = waiting.pop() {
+                bio.end(BlkStatus::NOSPC);
+            }
+        }
+        this.raise_event();
     }
 }
 
@@ -203,6 +236,7 @@ impl PoolObject {
             last_commit: Instant::now(),
             pending: KVec::new(),
             config: p.config,
+            low_water_triggered: false,
         };
         let pool = Arc::pin_init(
             try_pin_init!(Self {
@@ -217,8 +251,10 @@ impl PoolObject {
                 dying: AtomicBool::new(false),
                 meta <- new_mutex!(meta, "PoolObject::meta"),
                 thins <- new_mutex!(KVec::new(), "PoolObject::thins"),
+                events <- new_mutex!(None, "PoolObject::events"),
                 work <- new_work!("PoolObject::work"),
                 commit_timer <- new_delayed_work!(),
+                no_space_timer <- new_delayed_work!(),
             }? Error),
             GFP_KERNEL,
         )?;
@@ -230,8 +266,21 @@ impl PoolObject {
         PoolMode::from_u8(self.mode.load(Ordering::Acquire))
     }
 
-    /// Changes the mode, logging the change as dm-thin does.
-    pub(crate) fn set_mode(&self, new: PoolMode) {
+    /// Raises a table event on the bound pool table (process context).
+    pub(crate) fn raise_event(&self) {
+        let relay = self.events.lock().clone();
+        if let Some(relay) = relay {
+            relay.raise();
+        }
+    }
+
+    /// Binds the pool to the pool table being resumed: its events go there.
+    pub(crate) fn bind_events(&self, relay: Option<Arc<EventRelay>>) {
+        *self.events.lock() = relay;
+    }
+
+    /// Changes the mode, logging the change and raising a table event as dm-thin does.
+    pub(crate) fn set_mode(self: &Arc<Self>, new: PoolMode) {
         let old = PoolMode::from_u8(self.mode.swap(new as u8, Ordering::AcqRel));
         // Fail is never left.
         if old == PoolMode::Fail {
@@ -239,6 +288,15 @@ impl PoolObject {
             return;
         }
         if old != new {
+            if new == PoolMode::OutOfDataSpace {
+                let secs = *crate::module_parameters::no_space_timeout.value();
+                if secs > 0 {
+                    let _ = self.wq.enqueue_delayed::<Arc<PoolObject>, 2>(
+                        self.clone(),
+                        kernel::time::msecs_to_jiffies(secs.saturating_mul(1000)),
+                    );
+                }
+            }
             let what = match new {
                 PoolMode::Write => "write",
                 PoolMode::OutOfDataSpace => "out-of-data-space",
@@ -247,6 +305,7 @@ impl PoolObject {
                 PoolMode::Fail => "failure",
             };
             pr_info!("{}: switching pool to {} mode\n", self.key.pool_md, what);
+            self.raise_event();
         }
     }
 
@@ -286,7 +345,9 @@ impl PoolObject {
     /// last reference is dropped by the caller, never by the worker (whose queue the pool owns).
     pub(crate) fn shut_down(&self) {
         self.dying.store(true, Ordering::Release);
+        *self.events.lock() = None;
         crate::dm::flush_delayed_work(&self.commit_timer);
+        crate::dm::flush_delayed_work(&self.no_space_timer);
         self.wq.flush();
         let mut meta = self.meta.lock();
         if self.mode().metadata_writable() {

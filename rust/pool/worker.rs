@@ -114,7 +114,7 @@ fn clone_thins(pool: &PoolObject) -> Result<KVec<Arc<ThinState>>> {
 }
 
 /// Commits; on failure handles it as a failed metadata operation. Returns whether it worked.
-pub(super) fn commit(pool: &PoolObject, meta: &mut MetaState) -> bool {
+pub(super) fn commit(pool: &Arc<PoolObject>, meta: &mut MetaState) -> bool {
     if !pool.mode().metadata_writable() {
         return !meta.engine.has_uncommitted_changes();
     }
@@ -135,7 +135,12 @@ pub(super) fn commit(pool: &PoolObject, meta: &mut MetaState) -> bool {
 
 /// dm-thin's `metadata_operation_failed`: abort the transaction, set `needs_check`, go
 /// read-only; fail mode if any of that fails.
-pub(super) fn metadata_failed(pool: &PoolObject, meta: &mut MetaState, op: &str, e: MetaError) {
+pub(super) fn metadata_failed(
+    pool: &Arc<PoolObject>,
+    meta: &mut MetaState,
+    op: &str,
+    e: MetaError,
+) {
     pr_err!(
         "{}: metadata operation '{}' failed: {:?}\n",
         pool.key.pool_md,
@@ -445,20 +450,45 @@ impl Worker<'_> {
         let end = start + u64::from(bio.bio().sectors());
         // Only whole blocks can be unmapped.
         let (first, last) = (start.div_ceil(bs), end / bs);
-        if first < last {
-            if let Err(e) = self.engine().remove_range(thin.dev_id, first, last) {
-                metadata_failed(self.pool, self.meta, "remove_range", e);
+        let r = if !self.meta.config.discard_passdown {
+            self.engine()
+                .remove_range(thin.dev_id, first, last)
+                .map(|_| ())
+        } else {
+            self.unmap_and_pass_down(thin.dev_id, first, last)
+        };
+        match r {
+            Ok(()) => bio.end(BlkStatus::OK),
+            Err(e) => {
+                metadata_failed(self.pool, self.meta, "discard", e);
                 bio.end(BlkStatus::IOERR);
-                return;
             }
         }
-        bio.end(BlkStatus::OK);
+    }
+
+    /// Unmaps `[first, last)` of thin `dev_id` and discards, on the data device, every data
+    /// block that no other thin uses any more. (A block freed this way cannot be reused before
+    /// the next commit, and the discard finishes before the worker goes on, so no new data can
+    /// be discarded by mistake.)
+    fn unmap_and_pass_down(&mut self, dev_id: u64, first: u64, last: u64) -> Result<(), MetaError> {
+        let bs = self.block_sectors();
+        for vblock in first..last {
+            let Some(m) = self.engine().lookup(dev_id, vblock)? else {
+                continue;
+            };
+            self.engine().remove(dev_id, vblock)?;
+            if self.engine().data_block_count(m.data_block)? == 0 {
+                // A failed passdown loses nothing: the block is unmapped either way.
+                let _ = self.pool.data_dev.discard(m.data_block * bs, bs);
+            }
+        }
+        Ok(())
     }
 
     /// Allocates a data block; when none is free, commits once to recycle blocks freed in this
     /// transaction and tries again (dm-thin's `alloc_data_block`).
     fn alloc(&mut self) -> Result<u64, MetaError> {
-        match self.engine().alloc_data_block() {
+        let r = match self.engine().alloc_data_block() {
             Err(MetaError::NoSpace(Space::Data)) if self.engine().has_uncommitted_changes() => {
                 if !commit(self.pool, self.meta) {
                     return Err(MetaError::Io { block: 0 });
@@ -466,6 +496,22 @@ impl Worker<'_> {
                 self.engine().alloc_data_block()
             }
             r => r,
+        };
+        self.check_low_water_mark();
+        r
+    }
+
+    /// dm-thin's `check_low_water_mark`: one event per resume when free data blocks fall to
+    /// the table's low water mark.
+    fn check_low_water_mark(&mut self) {
+        let free = self.engine().data_free_blocks();
+        if !self.meta.low_water_triggered && free <= self.meta.config.low_water_mark {
+            pr_info!(
+                "{}: reached low water mark for data device: sending event.\n",
+                self.pool.key.pool_md
+            );
+            self.meta.low_water_triggered = true;
+            self.pool.raise_event();
         }
     }
 
@@ -479,10 +525,6 @@ impl Worker<'_> {
     /// Out of data space: fail the bio (`error_if_no_space`) or keep it until the pool grows.
     fn no_space(&mut self, thin: &ThinState, bio: ThinOwnedBio) {
         if self.pool.mode() == PoolMode::Write {
-            pr_warn!(
-                "{}: reached low water mark for data device: no free data blocks\n",
-                self.pool.key.pool_md
-            );
             self.pool.set_mode(PoolMode::OutOfDataSpace);
         }
         if self.meta.config.error_if_no_space {

@@ -13,8 +13,8 @@ mod params;
 use crate::{
     dm::{
         self, Args, BlkStatus, BlockDevice, CtrError, DmDev, EndIoOutcome, EndIoRequest,
-        MapOutcome, MapRequest, OpenMode, RateLimit, ResultWriter, StatusFlags, StatusType,
-        TargetCtr, TargetFeatures, TargetRef,
+        MapOutcome, MapRequest, OpenMode, QueueLimits, RateLimit, ResultWriter, StatusFlags,
+        StatusType, TargetCtr, TargetFeatures, TargetRef,
     },
     metadata::Error as MetaError,
     pool::{PoolHandle, PoolMode, PoolObject, PoolRegistry, Stage, ThinBio, ThinState},
@@ -188,6 +188,17 @@ impl dm::Target for ThinTarget {
         thin.state.queues.lock().provisioned.push(owned);
         PoolObject::kick(thin.pool.arc());
         outcome
+    }
+
+    fn io_hints(thin: Pin<&ThinInstance>, _ti: &TargetRef, limits: &mut QueueLimits) {
+        let pool = thin.pool.pool();
+        if pool.discard_enabled {
+            // Discards are unmapped in whole blocks, at most 1024 per bio (dm-thin's
+            // BIO_PRISON_MAX_RANGE).
+            let bs = pool.block_size;
+            limits.set_discard_granularity(bs.saturating_mul(512));
+            limits.set_max_hw_discard_sectors(bs.saturating_mul(1024));
+        }
     }
 
     fn status(
