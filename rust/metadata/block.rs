@@ -140,6 +140,9 @@ pub fn verify(kind: BlockKind, loc: u64, block: &Block) -> Result<()> {
 ///   the engine relies on nothing reaching the disk *after* a `flush` returns being reordered
 ///   before it;
 /// * `flush_data` flushes the *data* device (dm-thin's pre-commit step);
+/// * `read_cached` is `read` that never waits for I/O (dm-bufio's `dm_bufio_get`): a block not
+///   in the cache gives [`Error::WouldBlock`].  The default implementation always says so, which
+///   is correct, merely useless;
 /// * guards are owned handles (no borrow of the manager); dropping one releases the buffer.
 ///   The engine never holds a write guard and any other guard on the same block at once.
 /// * Errors: out-of-range block → [`Error::Io`] (the engine range-checks first anyway),
@@ -154,6 +157,12 @@ pub trait BlockManager {
     fn nr_blocks(&self) -> u64;
     /// Validated read access.
     fn read(&self, loc: u64, kind: BlockKind) -> Result<Self::Read>;
+    /// Validated read access without waiting for I/O: [`Error::WouldBlock`] when the block is
+    /// not cached (or cannot be had without sleeping).  Used by [`super::thin::Pool::try_lookup`].
+    fn read_cached(&self, loc: u64, kind: BlockKind) -> Result<Self::Read> {
+        let _ = (loc, kind);
+        Err(Error::WouldBlock)
+    }
     /// Validated read-modify access.
     fn write(&self, loc: u64, kind: BlockKind) -> Result<Self::Write>;
     /// A fresh zero-filled block (its previous contents are not read).

@@ -8,7 +8,7 @@
 use super::block::BlockManager;
 use super::btree_node::{self as node, Header, MAX_VALUE_SIZE};
 use super::error::{Error, Result};
-use super::tm::Tx;
+use super::tm::{ReadMode, Tx};
 
 /// Deepest tree the engine walks.  Internal nodes hold at least 84 entries, so 2^64 keys need
 /// at most 11 levels.
@@ -86,10 +86,22 @@ fn copy_value(g: &super::block::Block, h: &Header, i: usize) -> Value {
 impl<B: BlockManager> Tx<B> {
     /// Value stored under `k`, if any.
     pub fn btree_lookup(&self, root: u64, info: TreeInfo, k: u64) -> Result<Option<Value>> {
+        self.btree_lookup_with(root, info, k, ReadMode::Blocking)
+    }
+
+    /// [`Tx::btree_lookup`]; with [`ReadMode::CacheOnly`] it never waits for I/O and fails
+    /// with [`Error::WouldBlock`] at the first node not in the cache.
+    pub fn btree_lookup_with(
+        &self,
+        root: u64,
+        info: TreeInfo,
+        k: u64,
+        mode: ReadMode,
+    ) -> Result<Option<Value>> {
         let mut loc = root;
         let mut from = 0;
         for _ in 0..MAX_DEPTH {
-            let (g, h) = self.read_node(loc, info, from)?;
+            let (g, h) = self.read_node_with(loc, info, from, mode)?;
             if !h.internal {
                 return Ok(node::find(&g, &h, k).map(|i| copy_value(&g, &h, i)));
             }

@@ -83,6 +83,9 @@ pub enum Error {
     NoMemory,
     /// An internal limit was hit (e.g. tree deeper than the engine supports).
     Limit(&'static str),
+    /// A non-blocking read ([`super::block::BlockManager::read_cached`]) found the block not in
+    /// the cache: retry where waiting for I/O is allowed (dm-thin's `-EWOULDBLOCK`).
+    WouldBlock,
 }
 
 /// Result alias used by the whole engine.
@@ -92,6 +95,7 @@ impl Error {
     /// Positive errno value the kernel glue should return for this error.
     pub fn errno(&self) -> i32 {
         const EIO: i32 = 5;
+        const EAGAIN: i32 = 11;
         const ENOMEM: i32 = 12;
         const EBUSY: i32 = 16;
         const EEXIST: i32 = 17;
@@ -114,6 +118,7 @@ impl Error {
             Error::DeviceExists(_) => EEXIST,
             Error::Busy(_) => EBUSY,
             Error::NoMemory => ENOMEM,
+            Error::WouldBlock => EAGAIN,
         }
     }
 
@@ -168,6 +173,7 @@ impl fmt::Display for Error {
             Error::Invalid(what) => write!(f, "invalid: {what}"),
             Error::NoMemory => write!(f, "out of memory"),
             Error::Limit(what) => write!(f, "engine limit: {what}"),
+            Error::WouldBlock => write!(f, "metadata block not cached (would block)"),
         }
     }
 }

@@ -3,8 +3,9 @@
 //! [`Pool`] owns a transaction ([`Tx`]) and the in-core superblock.  Every change happens in
 //! the current transaction and becomes durable at [`Pool::commit`].  If an operation fails half
 //! way (I/O error, corruption, metadata exhaustion) the in-core state can no longer be trusted:
-//! the pool refuses further changes and must be reopened, which returns to the last commit —
-//! the kernel does the same by switching the pool to read-only / fail mode.
+//! the pool refuses further changes *and lookups* (the trees may be half modified) and must be
+//! reopened, which returns to the last commit — the kernel does the same by switching the pool
+//! to read-only / fail mode.
 
 use super::block::{le64, BlockKind, BlockManager};
 use super::btree::{
@@ -19,7 +20,7 @@ use super::superblock::{
     DeviceDetails, Superblock, METADATA_BLOCK_SECTORS, NEEDS_CHECK_FLAG, SUPERBLOCK_LOCATION,
     SUPERBLOCK_VERSION,
 };
-use super::tm::Tx;
+use super::tm::{ReadMode, Tx};
 
 /// Largest thin device id (24 bits).
 pub const MAX_DEV_ID: u64 = (1 << 24) - 1;
@@ -29,6 +30,9 @@ pub const TIME_MASK: u32 = 0x00FF_FFFF;
 pub const METADATA_RESERVE_MAX: u64 = 4096;
 /// Smallest metadata device we format.
 pub const MIN_METADATA_BLOCKS: u64 = 32;
+
+/// What every change and every read of the trees returns after a failed change.
+const FAILED: Error = Error::Busy("an earlier metadata operation failed; reopen the pool");
 
 /// `(data_block << 24) | time` as stored in bottom-level leaves.
 pub fn pack_block_time(block: u64, time: u32) -> u64 {
@@ -286,12 +290,19 @@ impl<B: BlockManager> Pool<B> {
         self.changed
     }
 
+    /// Reads of the trees are refused after a failed change: the in-core roots may point into
+    /// half-modified trees (dm-thin refuses lookups once `fail_io` is set).
+    fn readable(&self) -> Result<()> {
+        if self.failed {
+            return Err(FAILED);
+        }
+        Ok(())
+    }
+
     /// Run a change; any failure inside poisons the in-core state.
     fn mutate<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         if self.failed {
-            return Err(Error::Busy(
-                "an earlier metadata operation failed; reopen the pool",
-            ));
+            return Err(FAILED);
         }
         if !self.writable {
             return Err(Error::Invalid("metadata is open read-only"));
@@ -310,13 +321,18 @@ impl<B: BlockManager> Pool<B> {
         self.cache.iter().position(|c| c.valid && c.id == id)
     }
 
-    fn details_get(&mut self, id: u64) -> Result<Option<DeviceDetails>> {
+    fn details_get(&self, id: u64) -> Result<Option<DeviceDetails>> {
+        self.details_get_with(id, ReadMode::Blocking)
+    }
+
+    fn details_get_with(&self, id: u64, mode: ReadMode) -> Result<Option<DeviceDetails>> {
+        self.readable()?;
         if let Some(i) = self.cached(id) {
             return Ok(Some(self.cache[i].details));
         }
         Ok(self
             .tx
-            .btree_lookup(self.sb.details_root, DETAILS_TREE, id)?
+            .btree_lookup_with(self.sb.details_root, DETAILS_TREE, id, mode)?
             .map(|v| DeviceDetails::unpack(&v)))
     }
 
@@ -369,9 +385,13 @@ impl<B: BlockManager> Pool<B> {
     }
 
     fn dev_root(&self, id: u64) -> Result<u64> {
+        self.dev_root_with(id, ReadMode::Blocking)
+    }
+
+    fn dev_root_with(&self, id: u64, mode: ReadMode) -> Result<u64> {
         match self
             .tx
-            .btree_lookup(self.sb.mapping_root, MAPPING_TOP_TREE, id)?
+            .btree_lookup_with(self.sb.mapping_root, MAPPING_TOP_TREE, id, mode)?
         {
             Some(v) => Ok(le64(&v, 0)),
             None => Err(Error::Corrupt {
@@ -413,12 +433,12 @@ impl<B: BlockManager> Pool<B> {
     // ---- thin devices ---------------------------------------------------------------------
 
     /// Does thin device `id` exist?
-    pub fn device_exists(&mut self, id: u64) -> Result<bool> {
+    pub fn device_exists(&self, id: u64) -> Result<bool> {
         Ok(self.details_get(id)?.is_some())
     }
 
     /// Details of thin device `id`.
-    pub fn device_details(&mut self, id: u64) -> Result<DeviceDetails> {
+    pub fn device_details(&self, id: u64) -> Result<DeviceDetails> {
         self.details_get(id)?.ok_or(Error::NoDevice(id))
     }
 
@@ -513,6 +533,7 @@ impl<B: BlockManager> Pool<B> {
         &mut self,
         f: &mut dyn FnMut(u64, DeviceDetails) -> Result<bool>,
     ) -> Result<()> {
+        self.readable()?;
         if self.any_dirty_details() {
             self.mutate(|p| p.details_flush())?;
         }
@@ -524,13 +545,29 @@ impl<B: BlockManager> Pool<B> {
 
     // ---- mappings -------------------------------------------------------------------------
 
-    /// Look up virtual block `vblock` of device `id`.
-    pub fn lookup(&mut self, id: u64, vblock: u64) -> Result<Option<Mapping>> {
-        let d = self.details_get(id)?.ok_or(Error::NoDevice(id))?;
-        let root = self.dev_root(id)?;
+    /// Look up virtual block `vblock` of device `id`.  Refused after a failed change (see
+    /// [`Pool::has_failed`]).
+    pub fn lookup(&self, id: u64, vblock: u64) -> Result<Option<Mapping>> {
+        self.lookup_with(id, vblock, ReadMode::Blocking)
+    }
+
+    /// [`Pool::lookup`] that never waits for I/O, for the kernel's `map` path (dm-thin's
+    /// `dm_thin_find_block` with `can_issue_io` false): every block is read with
+    /// [`BlockManager::read_cached`], and [`Error::WouldBlock`] is returned as soon as one is
+    /// not in the cache (the caller defers the bio to a context that may block).  Refused
+    /// after a failed change, like [`Pool::lookup`].
+    pub fn try_lookup(&self, id: u64, vblock: u64) -> Result<Option<Mapping>> {
+        self.lookup_with(id, vblock, ReadMode::CacheOnly)
+    }
+
+    fn lookup_with(&self, id: u64, vblock: u64, mode: ReadMode) -> Result<Option<Mapping>> {
+        let d = self
+            .details_get_with(id, mode)?
+            .ok_or(Error::NoDevice(id))?;
+        let root = self.dev_root_with(id, mode)?;
         Ok(self
             .tx
-            .btree_lookup(root, MAPPING_BOTTOM_TREE, vblock)?
+            .btree_lookup_with(root, MAPPING_BOTTOM_TREE, vblock, mode)?
             .map(|v| {
                 let (data_block, time) = unpack_block_time(&v);
                 Mapping {
@@ -544,9 +581,7 @@ impl<B: BlockManager> Pool<B> {
     /// Allocate a data block (count 1) for a following [`Pool::insert`].
     pub fn alloc_data_block(&mut self) -> Result<u64> {
         if self.failed {
-            return Err(Error::Busy(
-                "an earlier metadata operation failed; reopen the pool",
-            ));
+            return Err(FAILED);
         }
         // Out of data space is reported before anything changes, so it does not poison.
         match self.tx.data_alloc() {
@@ -655,7 +690,7 @@ impl<B: BlockManager> Pool<B> {
 
     /// Visit the mappings of `id` in order: `(virtual block, data block, time)`.
     pub fn for_each_mapping(
-        &mut self,
+        &self,
         id: u64,
         f: &mut dyn FnMut(u64, u64, u32) -> Result<bool>,
     ) -> Result<()> {
@@ -668,7 +703,7 @@ impl<B: BlockManager> Pool<B> {
     }
 
     /// Highest mapped virtual block of `id`.
-    pub fn highest_mapped(&mut self, id: u64) -> Result<Option<u64>> {
+    pub fn highest_mapped(&self, id: u64) -> Result<Option<u64>> {
         self.details_get(id)?.ok_or(Error::NoDevice(id))?;
         let root = self.dev_root(id)?;
         self.tx.btree_last_key(root, MAPPING_BOTTOM_TREE)
@@ -871,9 +906,7 @@ impl<B: BlockManager> Pool<B> {
     /// previous commit intact, because nothing it references was modified in place.
     pub fn commit(&mut self) -> Result<()> {
         if self.failed {
-            return Err(Error::Busy(
-                "an earlier metadata operation failed; reopen the pool",
-            ));
+            return Err(FAILED);
         }
         if !self.changed {
             return Ok(());

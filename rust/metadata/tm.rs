@@ -13,6 +13,15 @@ use super::error::{Error, Result};
 use super::sm_data::DataSm;
 use super::sm_metadata::MetaSm;
 
+/// How a read-only tree operation reads blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMode {
+    /// [`BlockManager::read`]: may wait for I/O.
+    Blocking,
+    /// [`BlockManager::read_cached`]: never waits; [`Error::WouldBlock`] on a cache miss.
+    CacheOnly,
+}
+
 /// Transaction context: block manager plus both space maps.
 pub struct Tx<B: BlockManager> {
     /// The platform's block manager.
@@ -28,6 +37,21 @@ impl<B: BlockManager> Tx<B> {
     pub fn read(&self, loc: u64, kind: BlockKind, from: u64) -> Result<B::Read> {
         self.check_loc(loc, from)?;
         self.bm.read(loc, kind)
+    }
+
+    /// [`Tx::read`], or with [`ReadMode::CacheOnly`] a read that never waits for I/O.
+    pub fn read_with(
+        &self,
+        loc: u64,
+        kind: BlockKind,
+        from: u64,
+        mode: ReadMode,
+    ) -> Result<B::Read> {
+        self.check_loc(loc, from)?;
+        match mode {
+            ReadMode::Blocking => self.bm.read(loc, kind),
+            ReadMode::CacheOnly => self.bm.read_cached(loc, kind),
+        }
     }
 
     /// Range-checked write access (caller knows the block may be modified in place).
@@ -48,7 +72,18 @@ impl<B: BlockManager> Tx<B> {
 
     /// Read and validate a btree node.
     pub fn read_node(&self, loc: u64, info: TreeInfo, from: u64) -> Result<(B::Read, Header)> {
-        let g = self.read(loc, BlockKind::Node, from)?;
+        self.read_node_with(loc, info, from, ReadMode::Blocking)
+    }
+
+    /// [`Tx::read_node`] with a choice of [`ReadMode`].
+    pub fn read_node_with(
+        &self,
+        loc: u64,
+        info: TreeInfo,
+        from: u64,
+        mode: ReadMode,
+    ) -> Result<(B::Read, Header)> {
+        let g = self.read_with(loc, BlockKind::Node, from, mode)?;
         let h = node::check(loc, &g, info.value_size)?;
         Ok((g, h))
     }

@@ -32,6 +32,8 @@ struct Entry {
 pub struct CacheStats {
     /// Blocks read from the disk.
     pub disk_reads: u64,
+    /// Non-blocking reads that missed the cache (`read_cached` returned `WouldBlock`).
+    pub would_block: u64,
     /// Blocks written to the disk.
     pub disk_writes: u64,
     /// Flushes issued.
@@ -150,9 +152,18 @@ impl<D: Disk> CachedBm<D> {
     }
 
     fn load(&self, loc: u64, kind: BlockKind) -> Result<Buf> {
+        self.load_with(loc, kind, false)
+    }
+
+    /// `cached_only`: never read the disk; a miss is `WouldBlock` (dm-bufio's `dm_bufio_get`).
+    fn load_with(&self, loc: u64, kind: BlockKind, cached_only: bool) -> Result<Buf> {
         let mut inner = self.inner.borrow_mut();
         if loc >= inner.disk.nr_blocks() {
             return Err(Error::Io { block: loc });
+        }
+        if cached_only && !inner.cache.contains_key(&loc) {
+            inner.stats.would_block += 1;
+            return Err(Error::WouldBlock);
         }
         if let Some(e) = inner.cache.get_mut(&loc) {
             let data = e.data.clone().ok_or(busy(loc))?;
@@ -240,6 +251,12 @@ impl<D: Disk> BlockManager for CachedBm<D> {
     fn read(&self, loc: u64, kind: BlockKind) -> Result<ReadGuard> {
         Ok(ReadGuard {
             data: self.load(loc, kind)?,
+        })
+    }
+
+    fn read_cached(&self, loc: u64, kind: BlockKind) -> Result<ReadGuard> {
+        Ok(ReadGuard {
+            data: self.load_with(loc, kind, true)?,
         })
     }
 

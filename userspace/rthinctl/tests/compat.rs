@@ -203,7 +203,7 @@ fn restored_xml_with_defs_expands_sharing() {
     let p = rthinctl::restore::restore(&xml, mem_bm(4096)).unwrap();
     let image = image_of(&p);
     assert_compatible(&image, "our-restore-defs");
-    let mut p = Pool::open(CachedBm::new(MemDisk::from_image(&image)), None, false).unwrap();
+    let p = Pool::open(CachedBm::new(MemDisk::from_image(&image)), None, false).unwrap();
     for (id, maps) in &expected {
         let mut n = 0;
         p.for_each_mapping(*id, &mut |k, b, t| {

@@ -227,7 +227,17 @@ fn run(seed: u64, ops: usize, sample_every: usize) {
             _ => {
                 if let Some(id) = ids.first() {
                     let v = rng.below(3000);
-                    let got = p.lookup(*id, v).unwrap().map(|m| (m.data_block, m.time));
+                    // The non-blocking lookup agrees or would block; after the blocking
+                    // one (which caches the path) it never blocks.
+                    let quick = p.try_lookup(*id, v);
+                    let got = p.lookup(*id, v).unwrap();
+                    match quick {
+                        Ok(m) => assert_eq!(m, got),
+                        Err(Error::WouldBlock) => {}
+                        Err(e) => panic!("try_lookup: {e}"),
+                    }
+                    assert_eq!(p.try_lookup(*id, v), Ok(got));
+                    let got = got.map(|m| (m.data_block, m.time));
                     assert_eq!(got, model.devs[id].1.get(&v).copied());
                 }
             }
