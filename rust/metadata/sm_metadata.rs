@@ -38,6 +38,12 @@ pub struct MetaSm {
     pub nr_blocks: u64,
     /// Blocks with a non-zero count.
     pub nr_allocated: u64,
+    /// `nr_allocated` of the committed state.
+    pub committed_nr_allocated: u64,
+    /// Blocks handed out by [`Tx::meta_alloc`] (and new bitmaps of [`Tx::meta_extend`]) in this
+    /// transaction; never lowered by frees (dm-space-map-metadata's
+    /// `allocated_this_transaction`).
+    pub allocated_this_tx: u64,
     /// Current index entries (entries past the bitmap count are unused).
     index: [IndexEntry; MAX_METADATA_BITMAPS],
     /// Ref-count tree root.
@@ -52,6 +58,9 @@ pub struct MetaSm {
     shadowed: [u64; 4],
     /// Allocation cursor: moves forward within a transaction.
     cursor: u64,
+    /// Blocks `[claimed.0, claimed.1)` are never handed out: new bitmaps placed by
+    /// [`Tx::meta_extend`] whose counts are not recorded yet.
+    claimed: (u64, u64),
     recursing: bool,
     queue: [Pending; QUEUE_LEN],
     q_head: usize,
@@ -64,6 +73,8 @@ impl MetaSm {
         MetaSm {
             nr_blocks,
             nr_allocated: 0,
+            committed_nr_allocated: 0,
+            allocated_this_tx: 0,
             index: [IndexEntry {
                 blocknr: 0,
                 nr_free: 0,
@@ -75,6 +86,7 @@ impl MetaSm {
             committed_nr_bitmaps: 0,
             shadowed: [0; 4],
             cursor: 0,
+            claimed: (0, 0),
             recursing: false,
             queue: [Pending {
                 block: 0,
@@ -91,6 +103,8 @@ impl MetaSm {
         let MetaSm {
             nr_blocks: nr,
             nr_allocated,
+            committed_nr_allocated,
+            allocated_this_tx,
             index,
             ref_root,
             index_loc,
@@ -98,6 +112,7 @@ impl MetaSm {
             committed_nr_bitmaps,
             shadowed,
             cursor,
+            claimed,
             recursing,
             queue,
             q_head,
@@ -105,6 +120,8 @@ impl MetaSm {
         } = self;
         *nr = nr_blocks;
         *nr_allocated = 0;
+        *committed_nr_allocated = 0;
+        *allocated_this_tx = 0;
         index.fill(IndexEntry::default());
         *ref_root = 0;
         *index_loc = 0;
@@ -112,6 +129,7 @@ impl MetaSm {
         *committed_nr_bitmaps = 0;
         *shadowed = [0; 4];
         *cursor = 0;
+        *claimed = (0, 0);
         *recursing = false;
         queue.fill(Pending::default());
         *q_head = 0;
@@ -161,8 +179,21 @@ impl MetaSm {
         self.index_loc = index_loc;
         self.committed = true;
         self.committed_nr_bitmaps = self.nr_bitmaps();
+        self.committed_nr_allocated = self.nr_allocated;
+        self.allocated_this_tx = 0;
         self.shadowed = [0; 4];
         self.cursor = 0;
+    }
+
+    /// Free blocks as dm-space-map-metadata counts them (`sm_metadata_get_nr_free`): free in
+    /// the committed state minus the blocks allocated in this transaction.  Blocks freed in
+    /// this transaction only count once committed.  Unlike the kernel, which counts the old
+    /// size until the commit, blocks added by [`Tx::meta_extend`] count at once (dm-thin commits
+    /// right after growing, so the difference is never visible there).
+    pub fn nr_free(&self) -> u64 {
+        self.nr_blocks
+            .saturating_sub(self.committed_nr_allocated)
+            .saturating_sub(self.allocated_this_tx)
     }
 
     fn push(&mut self, block: u64, inc: bool) -> Result<()> {
@@ -175,14 +206,20 @@ impl MetaSm {
         Ok(())
     }
 
-    fn pop(&mut self) -> Option<Pending> {
-        if self.q_len == 0 {
-            return None;
+    fn peek(&self) -> Option<Pending> {
+        (self.q_len > 0).then(|| self.queue[self.q_head])
+    }
+
+    fn pop(&mut self) {
+        if self.q_len > 0 {
+            self.q_head = (self.q_head + 1) % QUEUE_LEN;
+            self.q_len -= 1;
         }
-        let p = self.queue[self.q_head];
-        self.q_head = (self.q_head + 1) % QUEUE_LEN;
-        self.q_len -= 1;
-        Some(p)
+    }
+
+    fn clear_queue(&mut self) {
+        self.q_head = 0;
+        self.q_len = 0;
     }
 
     /// Net queued change of `b`'s count.
@@ -240,6 +277,10 @@ impl<B: BlockManager> Tx<B> {
         self.meta_op(b, false)
     }
 
+    /// Queue a count change; unless already inside one, apply the queue.  Every change,
+    /// the outermost included, stays queued until applied: while it is applied it counts as
+    /// pending, so [`Tx::meta_count`] already sees it and the allocator skips a block whose
+    /// increment is under way (it may need a bitmap copy, i.e. a nested allocation).
     fn meta_op(&mut self, b: u64, inc: bool) -> Result<()> {
         if b >= self.msm.nr_blocks {
             return Err(Error::OutOfBounds {
@@ -247,20 +288,26 @@ impl<B: BlockManager> Tx<B> {
                 referenced_from: 0,
             });
         }
+        self.msm.push(b, inc)?;
         if self.msm.recursing {
-            return self.msm.push(b, inc);
+            return Ok(());
         }
         self.msm.recursing = true;
-        let r = self.meta_apply(b, inc);
+        let r = self.meta_apply_queue();
         self.msm.recursing = false;
+        if r.is_err() {
+            // The transaction is lost anyway (the pool refuses further changes); leave no
+            // stale pending changes behind.
+            self.msm.clear_queue();
+        }
         r
     }
 
-    fn meta_apply(&mut self, b: u64, inc: bool) -> Result<()> {
-        let op = |inc| if inc { CountOp::Inc } else { CountOp::Dec };
-        self.sm_change(SmId::Meta, b, op(inc))?;
-        while let Some(p) = self.msm.pop() {
-            self.sm_change(SmId::Meta, p.block, op(p.inc))?;
+    fn meta_apply_queue(&mut self) -> Result<()> {
+        while let Some(p) = self.msm.peek() {
+            let op = if p.inc { CountOp::Inc } else { CountOp::Dec };
+            self.sm_change(SmId::Meta, p.block, op)?;
+            self.msm.pop();
         }
         Ok(())
     }
@@ -313,7 +360,12 @@ impl<B: BlockManager> Tx<B> {
     }
 
     /// Allocate a metadata block (count 1).  Never returns a block that is in use in the
-    /// committed state, so the last commit stays intact until the next superblock write.
+    /// committed state, so the last commit stays intact until the next superblock write, nor
+    /// one already handed out (including the block whose allocation is copying a bitmap).
+    ///
+    /// This is the raw allocator: it may use every block, the metadata reserve included.
+    /// [`super::thin::Pool`] keeps the reserve for the change in progress and the commit by
+    /// refusing to *start* a change when only the reserve is left.
     pub fn meta_alloc(&mut self) -> Result<u64> {
         let b = match self.meta_find_free(self.msm.cursor, self.msm.nr_blocks)? {
             Some(b) => b,
@@ -323,6 +375,7 @@ impl<B: BlockManager> Tx<B> {
         };
         self.msm.cursor = b + 1;
         self.meta_op(b, true)?;
+        self.msm.allocated_this_tx = self.msm.allocated_this_tx.saturating_add(1);
         Ok(b)
     }
 
@@ -347,7 +400,11 @@ impl<B: BlockManager> Tx<B> {
                     _ => None,
                 };
                 let msm = &self.msm;
-                let mut skip = |e: u64| msm.pending_delta(base + e) > 0;
+                let (c0, c1) = msm.claimed;
+                let mut skip = |e: u64| {
+                    let b = base + e;
+                    (c0..c1).contains(&b) || msm.pending_delta(b) > 0
+                };
                 if let Some(e) = find_free_pair(&cur, comm.as_deref(), start, stop, &mut skip) {
                     return Ok(Some(base + e));
                 }
@@ -358,8 +415,16 @@ impl<B: BlockManager> Tx<B> {
     }
 
     /// Grow the metadata space map to `new_nr` blocks (the device must already be that big).
+    ///
+    /// As `sm_metadata_extend` does, the new bitmaps are placed at the start of the new area
+    /// (`old_nr`, `old_nr + 1`, ...: there is always room, each new bitmap covers at least one
+    /// new block), never taken from the old area, so a completely full device can grow.  Their
+    /// counts are then recorded one at a time; meanwhile the allocator skips them, and any
+    /// block needed on the way (a copy of the old last bitmap) comes from whatever is free,
+    /// the new area included.
     pub fn meta_extend(&mut self, new_nr: u64) -> Result<()> {
-        if new_nr <= self.msm.nr_blocks {
+        let old_nr = self.msm.nr_blocks;
+        if new_nr <= old_nr {
             return Ok(());
         }
         if new_nr > MAX_METADATA_BLOCKS {
@@ -369,10 +434,9 @@ impl<B: BlockManager> Tx<B> {
         }
         let old_bitmaps = self.msm.nr_bitmaps();
         let new_bitmaps = new_nr.div_ceil(ENTRIES_PER_BITMAP);
-        // New bitmaps are allocated from the existing range, before the range grows, so every
-        // count they need is recorded in a bitmap that already exists.
+        let placed = new_bitmaps - old_bitmaps;
         for i in old_bitmaps..new_bitmaps {
-            let b = self.meta_alloc()?;
+            let b = old_nr + (i - old_bitmaps);
             drop(self.bm.new_block(b, BlockKind::Bitmap)?);
             self.msm.set_index_entry(
                 i,
@@ -382,10 +446,21 @@ impl<B: BlockManager> Tx<B> {
                     none_free_before: 0,
                 },
             )?;
+            // Written in this transaction: modified in place from now on.
             self.msm.mark_shadowed(i);
         }
+        self.msm.claimed = (old_nr, old_nr + placed);
         self.msm.nr_blocks = new_nr;
-        Ok(())
+        let mut r = Ok(());
+        for b in old_nr..old_nr + placed {
+            r = self.meta_inc(b);
+            if r.is_err() {
+                break;
+            }
+            self.msm.allocated_this_tx = self.msm.allocated_this_tx.saturating_add(1);
+        }
+        self.msm.claimed = (0, 0);
+        r
     }
 
     /// Write the metadata index into block `loc` (commit helper).

@@ -6,6 +6,17 @@
 //! the pool refuses further changes *and lookups* (the trees may be half modified) and must be
 //! reopened, which returns to the last commit — the kernel does the same by switching the pool
 //! to read-only / fail mode.
+//!
+//! Metadata space is accounted as dm-thin does: free = committed free − allocated in this
+//! transaction; the reported free count hides the reserve (min(4096, nr_blocks / 10)).  The
+//! reserve is enforced: once only the reserve is left, changes that start new work are refused
+//! up front with `NoSpace(Metadata)` (nothing changes, the pool is not poisoned):
+//! [`Pool::alloc_data_block`], thin creation/deletion/snapshots, unmapping, metadata snapshots,
+//! restore-tool edits.  What finishes work already started — [`Pool::insert`] of an allocated
+//! block, [`Pool::release_data_block`] — and [`Pool::commit`], resizes and superblock flags
+//! may use the reserve.  This is where dm-thin draws the line: it checks free metadata right
+//! after each data block allocation (commit, then out-of-metadata-space mode if still 0, which
+//! refuses messages, discards and provisioning) and lets the mapping in progress complete.
 
 use super::block::{le64, BlockKind, BlockManager};
 use super::btree::{
@@ -76,6 +87,7 @@ pub struct Pool<B: BlockManager> {
     changed: bool,
     failed: bool,
     writable: bool,
+    reserve_enforced: bool,
 }
 
 fn check_dev_id(id: u64) -> Result<()> {
@@ -118,6 +130,7 @@ impl<B: BlockManager> Pool<B> {
             changed: false,
             failed: true,
             writable: false,
+            reserve_enforced: true,
         }
     }
 
@@ -284,6 +297,12 @@ impl<B: BlockManager> Pool<B> {
         self.failed
     }
 
+    /// Enforce the metadata reserve (the default).  Offline tools that rebuild metadata, like
+    /// `thin_restore`, may turn it off to use every block.
+    pub fn set_metadata_reserve_enforced(&mut self, on: bool) {
+        self.reserve_enforced = on;
+    }
+
     /// True when the current transaction changed something that [`Pool::commit`] would write
     /// (the kernel target commits before completing a flush only then).
     pub fn has_uncommitted_changes(&self) -> bool {
@@ -299,7 +318,28 @@ impl<B: BlockManager> Pool<B> {
         Ok(())
     }
 
-    /// Run a change; any failure inside poisons the in-core state.
+    /// Refuse to start a change that allocates metadata when only the reserve is left (see
+    /// the module docs).  Checked before anything changes: the refusal does not poison.
+    fn check_metadata_space(&self) -> Result<()> {
+        self.readable()?;
+        if !self.writable {
+            return Err(Error::Invalid("metadata is open read-only"));
+        }
+        if self.reserve_enforced && self.metadata_free_blocks() == 0 {
+            return Err(Error::NoSpace(Space::Metadata));
+        }
+        Ok(())
+    }
+
+    /// [`Pool::mutate`] for a change that allocates metadata blocks: refused (without
+    /// poisoning) when only the metadata reserve is left.
+    fn mutate_ordinary<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.check_metadata_space()?;
+        self.mutate(f)
+    }
+
+    /// Run a change; any failure inside poisons the in-core state.  May use the metadata
+    /// reserve: callers that start ordinary changes use [`Pool::mutate_ordinary`].
     fn mutate<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         if self.failed {
             return Err(FAILED);
@@ -448,7 +488,7 @@ impl<B: BlockManager> Pool<B> {
         if self.details_get(id)?.is_some() {
             return Err(Error::DeviceExists(id));
         }
-        self.mutate(|p| {
+        self.mutate_ordinary(|p| {
             let root = p.tx.btree_empty(MAPPING_BOTTOM_TREE)?;
             let (mr, _) =
                 p.tx.btree_insert(p.sb.mapping_root, MAPPING_TOP_TREE, id, &root.to_le_bytes())?;
@@ -478,7 +518,7 @@ impl<B: BlockManager> Pool<B> {
             .time
             .checked_add(1)
             .ok_or(Error::Invalid("snapshot time overflow"))?;
-        self.mutate(|p| {
+        self.mutate_ordinary(|p| {
             let root = p.dev_root(origin)?;
             p.tx.meta_inc(root)?;
             let (mr, _) =
@@ -504,7 +544,7 @@ impl<B: BlockManager> Pool<B> {
         if self.details_get(id)?.is_none() {
             return Err(Error::NoDevice(id));
         }
-        self.mutate(|p| {
+        self.mutate_ordinary(|p| {
             if let Some(i) = p.cached(id) {
                 p.cache[i].valid = false;
             }
@@ -525,7 +565,7 @@ impl<B: BlockManager> Pool<B> {
         if self.details_get(id)?.is_none() {
             return Err(Error::NoDevice(id));
         }
-        self.mutate(|p| p.details_put(id, d))
+        self.mutate_ordinary(|p| p.details_put(id, d))
     }
 
     /// Visit every device in id order.
@@ -535,6 +575,7 @@ impl<B: BlockManager> Pool<B> {
     ) -> Result<()> {
         self.readable()?;
         if self.any_dirty_details() {
+            // Writes back changes already made: may use the metadata reserve.
             self.mutate(|p| p.details_flush())?;
         }
         self.tx
@@ -579,10 +620,14 @@ impl<B: BlockManager> Pool<B> {
     }
 
     /// Allocate a data block (count 1) for a following [`Pool::insert`].
+    ///
+    /// `NoSpace(Data)`: no block is free in both the current and the committed data space map
+    /// (blocks freed in this transaction become usable after a commit).  `NoSpace(Metadata)`:
+    /// only the metadata reserve is left (checked first, as dm-thin checks free metadata right
+    /// after each data allocation): commit, and if [`Pool::metadata_free_blocks`] is still 0
+    /// the pool is out of metadata space.  Neither poisons the pool.
     pub fn alloc_data_block(&mut self) -> Result<u64> {
-        if self.failed {
-            return Err(FAILED);
-        }
+        self.check_metadata_space()?;
         // Out of data space is reported before anything changes, so it does not poison.
         match self.tx.data_alloc() {
             Err(Error::NoSpace(Space::Data)) => Err(Error::NoSpace(Space::Data)),
@@ -597,14 +642,16 @@ impl<B: BlockManager> Pool<B> {
     }
 
     /// Give back a block from [`Pool::alloc_data_block`] that was never inserted (its data write
-    /// failed).
+    /// failed, or the insert was refused).  Finishes a change already started: may use the
+    /// metadata reserve.
     pub fn release_data_block(&mut self, data_block: u64) -> Result<()> {
         self.mutate(|p| p.tx.data_dec(data_block))
     }
 
     /// Map `vblock` of `id` to `data_block`, stamped with the current time.  The mapping takes
     /// over one reference to `data_block` (from [`Pool::alloc_data_block`]); a replaced mapping
-    /// releases its block.
+    /// releases its block.  Completes a provisioning that [`Pool::alloc_data_block`] started:
+    /// may use the metadata reserve.
     pub fn insert(&mut self, id: u64, vblock: u64, data_block: u64) -> Result<()> {
         let t = self.sb.time;
         self.insert_with_time(id, vblock, data_block, t)
@@ -650,7 +697,7 @@ impl<B: BlockManager> Pool<B> {
         {
             return Ok(false);
         }
-        self.mutate(|p| p.remove_mapped(id, d, vblock))?;
+        self.mutate_ordinary(|p| p.remove_mapped(id, d, vblock))?;
         Ok(true)
     }
 
@@ -666,7 +713,8 @@ impl<B: BlockManager> Pool<B> {
         Ok(())
     }
 
-    /// Unmap every block in `[begin, end)`; returns how many were mapped.
+    /// Unmap every block in `[begin, end)`; returns how many were mapped.  One change as far as
+    /// the metadata reserve goes: refused only before the first block is removed.
     pub fn remove_range(&mut self, id: u64, begin: u64, end: u64) -> Result<u64> {
         self.details_get(id)?.ok_or(Error::NoDevice(id))?;
         let mut count = 0;
@@ -678,7 +726,11 @@ impl<B: BlockManager> Pool<B> {
                 _ => break,
             };
             let d = self.device_details(id)?;
-            self.mutate(|p| p.remove_mapped(id, d, k))?;
+            if count == 0 {
+                self.mutate_ordinary(|p| p.remove_mapped(id, d, k))?;
+            } else {
+                self.mutate(|p| p.remove_mapped(id, d, k))?;
+            }
             count += 1;
             next = match k.checked_add(1) {
                 Some(n) => n,
@@ -775,7 +827,7 @@ impl<B: BlockManager> Pool<B> {
             return Err(Error::Busy("a metadata snapshot is already held"));
         }
         self.commit()?;
-        self.mutate(|p| {
+        self.mutate_ordinary(|p| {
             let h = p.tx.meta_alloc()?;
             {
                 let mut copy = p.sb;
@@ -797,7 +849,7 @@ impl<B: BlockManager> Pool<B> {
         if h == 0 {
             return Err(Error::Invalid("no metadata snapshot is held"));
         }
-        self.mutate(|p| {
+        self.mutate_ordinary(|p| {
             let copy = {
                 let g = p.tx.read(h, BlockKind::Superblock, SUPERBLOCK_LOCATION)?;
                 Superblock::check_magic(&g)?;
@@ -818,7 +870,12 @@ impl<B: BlockManager> Pool<B> {
         self.tx.dsm.nr_blocks
     }
 
-    /// Free data blocks.
+    /// Free data blocks, as dm-space-map-disk counts them (`sm_disk_get_nr_free`): committed
+    /// free minus the *net* allocations of this transaction, i.e. blocks freed in this
+    /// transaction count as free although [`Pool::alloc_data_block`] hands them out only after
+    /// the next commit (dm-thin commits and retries when an allocation fails).  The kernel
+    /// also keeps the old size until a resize is committed; dm-thin commits right after
+    /// resizing, so the current size is used here.
     pub fn data_free_blocks(&self) -> u64 {
         self.tx
             .dsm
@@ -831,20 +888,24 @@ impl<B: BlockManager> Pool<B> {
         self.tx.msm.nr_blocks
     }
 
-    /// Free metadata blocks, reserve included.
+    /// Free metadata blocks, reserve included, as dm-space-map-metadata counts them: free in the
+    /// committed state minus the blocks allocated in this transaction (blocks freed in this
+    /// transaction count only after the commit).  Equal to `nr_blocks - nr_allocated` right
+    /// after a commit or open.
     pub fn metadata_free_blocks_raw(&self) -> u64 {
-        self.tx
-            .msm
-            .nr_blocks
-            .saturating_sub(self.tx.msm.nr_allocated)
+        self.tx.msm.nr_free()
     }
 
-    /// Metadata reserve: min(4096, nr_blocks / 10), kept back so a commit can always finish.
+    /// Metadata reserve: min(4096, nr_blocks / 10), kept back for the change in progress and
+    /// the commit: no change that allocates metadata starts once only the reserve is left.
     pub fn metadata_reserve(&self) -> u64 {
         core::cmp::min(METADATA_RESERVE_MAX, self.tx.msm.nr_blocks / 10)
     }
 
-    /// Free metadata blocks as the pool reports them (reserve excluded, floored at 0).
+    /// Free metadata blocks as the pool reports them (reserve excluded, floored at 0,
+    /// `dm_pool_get_free_metadata_block_count`).  At 0, changes that allocate metadata are
+    /// refused with `NoSpace(Metadata)`; dm-thin then commits and, if it is still 0, switches
+    /// the pool to out-of-metadata-space (read-only) until the metadata device grows.
     pub fn metadata_free_blocks(&self) -> u64 {
         self.metadata_free_blocks_raw()
             .saturating_sub(self.metadata_reserve())
@@ -862,7 +923,7 @@ impl<B: BlockManager> Pool<B> {
                 "data block beyond the end of the data device",
             ));
         }
-        self.mutate(|p| p.tx.data_inc(b))
+        self.mutate_ordinary(|p| p.tx.data_inc(b))
     }
 
     /// Reference count of a metadata block.
@@ -906,7 +967,9 @@ impl<B: BlockManager> Pool<B> {
     /// previous commit intact, because nothing it references was modified in place.
     pub fn commit(&mut self) -> Result<()> {
         if self.failed {
-            return Err(FAILED);
+            return Err(Error::Busy(
+                "an earlier metadata operation failed; reopen the pool",
+            ));
         }
         if !self.changed {
             return Ok(());

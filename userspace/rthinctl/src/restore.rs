@@ -61,6 +61,8 @@ pub fn restore<B: BlockManager>(xml_text: &str, bm: B) -> Result<Pool<B>> {
     let trans: u64 = xml::num(&sb_attrs, "superblock", "transaction")?;
     let flags: u32 = xml::opt_num(&sb_attrs, "superblock", "flags")?.unwrap_or(0);
     let mut pool = Pool::format(bm, dbs).context("formatting the metadata")?;
+    // Like thin_restore, use every metadata block: the reserve is the kernel's runtime policy.
+    pool.set_metadata_reserve_enforced(false);
     pool.resize_data(nr_data)
         .context("sizing the data space map")?;
     pool.set_time(time)?;
