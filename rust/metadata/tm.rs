@@ -6,12 +6,18 @@
 //! block may be written in place iff it was unused in the committed state and its count is 1,
 //! which needs no in-core set of shadowed blocks (and hence no heap).
 
-use super::block::{BlockKind, BlockManager};
-use super::btree::{TreeInfo, ValueKind, MAX_DEPTH};
+use super::block::{le64, BlockKind, BlockManager};
+use super::btree::{TreeInfo, ValueKind, MAPPING_BOTTOM_TREE, MAX_DEPTH};
 use super::btree_node::{self as node, Header};
 use super::error::{Error, Result};
 use super::sm_data::DataSm;
 use super::sm_metadata::MetaSm;
+
+/// Most tree levels [`Tx::dec_tree`] follows at once: a top-level tree plus the bottom-level
+/// trees its leaves point to, each at most [`MAX_DEPTH`] levels.  Deeper means a cycle or
+/// corruption, reported as [`Error::Corrupt`].  The walk keeps one 16-byte frame per level on
+/// an explicit stack (512 bytes), not one recursive call per level.
+pub const DEC_TREE_MAX_LEVELS: usize = 2 * MAX_DEPTH;
 
 /// How a read-only tree operation reads blocks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +26,15 @@ pub enum ReadMode {
     Blocking,
     /// [`BlockManager::read_cached`]: never waits; [`Error::WouldBlock`] on a cache miss.
     CacheOnly,
+}
+
+/// One node being released by [`Tx::dec_tree`]: its entries before `next` are done.
+#[derive(Clone, Copy)]
+struct DecFrame {
+    loc: u64,
+    next: u32,
+    /// A bottom-level mapping tree reached through a top-level leaf.
+    bottom: bool,
 }
 
 /// Transaction context: block manager plus both space maps.
@@ -163,7 +178,7 @@ impl<B: BlockManager> Tx<B> {
         match kind {
             ValueKind::Plain => Ok(()),
             ValueKind::DataBlockTime => self.data_inc(super::thin::unpack_block_time(v).0),
-            ValueKind::SubtreeRoot => self.meta_inc(super::block::le64(v, 0)),
+            ValueKind::SubtreeRoot => self.meta_inc(le64(v, 0)),
         }
     }
 
@@ -172,52 +187,92 @@ impl<B: BlockManager> Tx<B> {
         match kind {
             ValueKind::Plain => Ok(()),
             ValueKind::DataBlockTime => self.data_dec(super::thin::unpack_block_time(v).0),
-            ValueKind::SubtreeRoot => self.dec_tree(
-                super::block::le64(v, 0),
-                super::btree::MAPPING_BOTTOM_TREE,
-                depth + 1,
-            ),
+            ValueKind::SubtreeRoot => self.dec_tree(le64(v, 0), MAPPING_BOTTOM_TREE, depth + 1),
         }
     }
 
     /// Drop one reference to the tree rooted at `root`; when the last reference goes, release
-    /// everything it points to.  The node's own count is dropped last, so it cannot be reused
-    /// while its children are still being read.
+    /// everything it points to (for a top-level mapping tree, the bottom-level trees too).  A
+    /// node's own count is dropped last, so it cannot be reused while its entries are read.
+    ///
+    /// Iterative, depth first in key order (the order the recursive definition gives), on a
+    /// fixed stack of [`DEC_TREE_MAX_LEVELS`] frames less `depth` (levels the caller is
+    /// already nested in): kernel stacks are 16 KiB.  A deeper tree is corrupt (a cycle).
     pub fn dec_tree(&mut self, root: u64, info: TreeInfo, depth: usize) -> Result<()> {
-        if depth > 2 * MAX_DEPTH {
-            return Err(Error::Corrupt {
-                block: root,
-                what: "btree deeper than any valid tree (cycle?)",
-            });
-        }
-        let count = self.meta_count_small(root)?;
-        if count == 0 {
-            return Err(Error::Corrupt {
-                block: root,
-                what: "btree node in use but its reference count is 0",
-            });
-        }
-        if count == 1 {
+        let mut stack = [DecFrame {
+            loc: 0,
+            next: 0,
+            bottom: false,
+        }; DEC_TREE_MAX_LEVELS];
+        let cap = DEC_TREE_MAX_LEVELS.saturating_sub(depth);
+        let mut len = 0usize;
+        self.dec_enter(root, false, &mut stack[..cap], &mut len)?;
+        while len > 0 {
+            let f = stack[len - 1];
+            let tinfo = if f.bottom { MAPPING_BOTTOM_TREE } else { info };
+            let mut v = [0u8; node::MAX_VALUE_SIZE];
             let (internal, nr) = {
-                let (_g, h) = self.read_node(root, info, root)?;
+                let (g, h) = self.read_node(f.loc, tinfo, f.loc)?;
+                if (f.next as usize) < h.nr {
+                    v[..h.value_size].copy_from_slice(node::value(&g, &h, f.next as usize));
+                }
                 (h.internal, h.nr)
             };
-            for i in 0..nr {
-                let mut v = [0u8; node::MAX_VALUE_SIZE];
-                let vs = {
-                    let (g, h) = self.read_node(root, info, root)?;
-                    v[..h.value_size].copy_from_slice(node::value(&g, &h, i));
-                    h.value_size
-                };
-                if internal {
-                    let child = super::block::le64(&v, 0);
-                    self.dec_tree(child, info, depth + 1)?;
-                } else {
-                    self.value_dec(info.values, &v[..vs], depth)?;
+            if f.next as usize >= nr {
+                // Every entry released: now the node itself.
+                len -= 1;
+                self.meta_dec(f.loc)?;
+                continue;
+            }
+            stack[len - 1].next = f.next + 1;
+            if internal {
+                self.dec_enter(le64(&v, 0), f.bottom, &mut stack[..cap], &mut len)?;
+                continue;
+            }
+            match tinfo.values {
+                // Nothing referenced: the rest of the leaf needs no visit either.
+                ValueKind::Plain => stack[len - 1].next = nr as u32,
+                ValueKind::DataBlockTime => {
+                    self.data_dec(super::thin::unpack_block_time(&v).0)?;
+                }
+                ValueKind::SubtreeRoot => {
+                    self.dec_enter(le64(&v, 0), true, &mut stack[..cap], &mut len)?;
                 }
             }
         }
-        self.meta_dec(root)
+        Ok(())
+    }
+
+    /// Drop a reference to node `loc`: if others remain, that is all; if it was the last one,
+    /// push a frame so that [`Tx::dec_tree`] releases the node's entries, then the node.
+    fn dec_enter(
+        &mut self,
+        loc: u64,
+        bottom: bool,
+        stack: &mut [DecFrame],
+        len: &mut usize,
+    ) -> Result<()> {
+        let count = self.meta_count_small(loc)?;
+        if count == 0 {
+            return Err(Error::Corrupt {
+                block: loc,
+                what: "btree node in use but its reference count is 0",
+            });
+        }
+        if count > 1 {
+            return self.meta_dec(loc);
+        }
+        let slot = stack.get_mut(*len).ok_or(Error::Corrupt {
+            block: loc,
+            what: "btree deeper than any valid tree (cycle?)",
+        })?;
+        *slot = DecFrame {
+            loc,
+            next: 0,
+            bottom,
+        };
+        *len += 1;
+        Ok(())
     }
 
     /// Begin the next transaction after a commit.

@@ -268,3 +268,42 @@ fn random_damage_never_panics() {
         assert!(!rthinctl::check::check(&bm).is_clean());
     }
 }
+
+#[test]
+fn deleting_a_cyclic_tree_is_an_error_not_a_stack_overflow() {
+    use rthin_metadata::btree::MAPPING_TOP_TREE;
+    use rthin_metadata::btree_node as node;
+    // 600 mappings: the bottom tree's root is an internal node over a few leaves.
+    let mut p = mem_pool(1024, 2000);
+    p.create_thin(0).unwrap();
+    for v in 0..600 {
+        let b = p.alloc_data_block().unwrap();
+        p.insert(0, v, b).unwrap();
+    }
+    p.commit().unwrap();
+    let top = p.superblock().mapping_root;
+    let v = p
+        .tx()
+        .btree_lookup(top, MAPPING_TOP_TREE, 0)
+        .unwrap()
+        .unwrap();
+    let root = u64::from_le_bytes(v[..8].try_into().unwrap());
+    let image = image_of(&p);
+    // Its first child becomes the root itself: a cycle, followed depth first.
+    let mut b = blk(&image, root);
+    let h = node::check(root, &b, 8).unwrap();
+    assert!(h.internal);
+    node::set_value64(&mut b, &h, 0, root);
+    seal(BlockKind::Node, root, &mut b);
+    let img = with_block(&image, root, &b);
+    let mut p = Pool::open(CachedBm::new(MemDisk::from_image(&img)), None, true).unwrap();
+    let e = p.delete_thin(0).unwrap_err();
+    assert_eq!(
+        e,
+        rthin_metadata::Error::Corrupt {
+            block: root,
+            what: "btree deeper than any valid tree (cycle?)"
+        }
+    );
+    assert!(p.has_failed());
+}
