@@ -5,7 +5,7 @@
 
 use super::{bindings as dm, IterationStop};
 use core::{fmt, marker::PhantomData, ptr::NonNull};
-use kernel::{bindings, error::to_result, prelude::*};
+use kernel::{bindings, error::to_result, prelude::*, types::Opaque};
 
 /// A device number (`dev_t`). Displays as `major:minor`, the form dm tables use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,53 +72,39 @@ impl OpenMode {
     }
 }
 
-/// An underlying device opened with `dm_get_device()`; released with `dm_put_device()` on drop.
+/// An underlying device of a target, opened with `dm_get_device()` through
+/// [`super::TargetCtr::get_device`] and seen through a [`DevHandle`].
+///
+/// The glue owns every device a target opens: it keeps them with the target's private data and
+/// puts them (`dm_put_device`) in `dtr`, after the private data is dropped, or when the
+/// constructor fails. A target only ever holds `&DmDev` borrowed from the [`super::TargetRef`]
+/// of the running callback ([`super::TargetRef::device`]), so no reference to a device can
+/// outlive its table. State that must outlive a table opens a
+/// [`BlockDevice`](super::BlockDevice) instead.
 ///
 /// # Invariants
 ///
-/// - `dev` was returned by a successful `dm_get_device(ti, ..)` and has not been put yet.
-/// - `ti` is alive for as long as `self` is: a `DmDev` lives in the private data of the target
-///   that opened it (or in a local of its constructor), and the glue drops that private data in
-///   the target's `dtr`, before dm core frees `ti`. Moving a `DmDev` somewhere that outlives the
-///   target (a global, another target) breaks this and is not caught by the compiler; see the
-///   "Known limitations" section of `rust/dm/README.md`.
-pub struct DmDev {
-    ti: NonNull<dm::dm_target>,
-    dev: NonNull<dm::dm_dev>,
-}
-
-// SAFETY: `dm_put_device` and the read-only accessors may be called from any thread.
-unsafe impl Send for DmDev {}
-// SAFETY: `&DmDev` only allows reading immutable fields of the `dm_dev` and its `block_device`.
-unsafe impl Sync for DmDev {}
+/// `self.0` is an open `dm_dev` of a live target for as long as the reference exists.
+#[repr(transparent)]
+pub struct DmDev(Opaque<dm::dm_dev>);
 
 impl DmDev {
-    /// Opens `path` for the target `ti`.
-    ///
     /// # Safety
     ///
-    /// `ti` must be a valid target whose constructor is running; the returned `DmDev` must be
-    /// dropped before `ti` is destroyed.
-    pub(crate) unsafe fn open(ti: *mut dm::dm_target, path: &CStr, mode: OpenMode) -> Result<Self> {
-        let mut dev: *mut dm::dm_dev = core::ptr::null_mut();
-        // SAFETY: `ti` is valid (caller), `path` is NUL-terminated and outlives the call, and
-        // `dev` is a valid place for the result.
-        to_result(unsafe { dm::dm_get_device(ti, path.as_char_ptr(), mode.0, &mut dev) })?;
-        let dev = NonNull::new(dev).ok_or(ENODEV)?;
-        let ti = NonNull::new(ti).ok_or(EINVAL)?;
-        // INVARIANT: `dev` was just returned by `dm_get_device(ti, ..)`; the caller keeps `ti`
-        // alive for the lifetime of `self`.
-        Ok(Self { ti, dev })
+    /// `ptr` must be an open `dm_dev` that stays open for `'a`.
+    pub(crate) unsafe fn from_raw<'a>(ptr: NonNull<dm::dm_dev>) -> &'a Self {
+        // SAFETY: `DmDev` is a transparent wrapper of `Opaque<dm_dev>`; the caller guarantees
+        // validity for `'a`.
+        unsafe { &*ptr.as_ptr().cast::<Self>() }
     }
 
     pub(crate) fn bdev(&self) -> *mut bindings::block_device {
-        // SAFETY: By the type invariant `dev` is an open `dm_dev`, whose `bdev` stays valid
-        // until `dm_put_device`.
-        unsafe { (*self.dev.as_ptr()).bdev }
+        // SAFETY: By the type invariant the `dm_dev` is open, so its `bdev` is valid.
+        unsafe { (*self.0.get()).bdev }
     }
 
     pub(crate) fn as_raw(&self) -> *mut dm::dm_dev {
-        self.dev.as_ptr()
+        self.0.get()
     }
 
     /// The device number of the underlying block device.
@@ -141,16 +127,82 @@ impl DmDev {
 
     /// The mode the device was opened with.
     pub fn mode(&self) -> OpenMode {
-        // SAFETY: By the type invariant `dev` is valid; `mode` is set when it is opened.
-        OpenMode(unsafe { (*self.dev.as_ptr()).mode })
+        // SAFETY: By the type invariant the `dm_dev` is valid; `mode` is set when it is opened.
+        OpenMode(unsafe { (*self.0.get()).mode })
     }
 }
 
-impl Drop for DmDev {
+/// Names one device of a target (an index into the devices the glue keeps for it). Plain data:
+/// it can be stored anywhere; it only gives access to a device together with a
+/// [`super::TargetRef`] of the same target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DevHandle(pub(crate) usize);
+
+/// The devices a target opened, put when the list is dropped (in `dtr`, or when the
+/// constructor fails).
+///
+/// # Invariants
+///
+/// Every entry was returned by `dm_get_device(ti, ..)` and is put exactly once, on drop; `ti`
+/// outlives the list (the glue drops it in the constructor or in `dtr`).
+pub(crate) struct DeviceList {
+    ti: NonNull<dm::dm_target>,
+    devs: KVec<NonNull<dm::dm_dev>>,
+}
+
+// SAFETY: `dm_put_device` may be called from any thread; the list is only read otherwise.
+unsafe impl Send for DeviceList {}
+// SAFETY: `&DeviceList` only gives `&DmDev`, which only reads.
+unsafe impl Sync for DeviceList {}
+
+impl DeviceList {
+    /// An empty list for target `ti`.
+    ///
+    /// # Safety
+    ///
+    /// `ti` must outlive the list.
+    pub(crate) unsafe fn new(ti: NonNull<dm::dm_target>) -> Self {
+        Self {
+            ti,
+            devs: KVec::new(),
+        }
+    }
+
+    /// Opens `path` for the target (`dm_get_device`).
+    ///
+    /// # Safety
+    ///
+    /// The target's constructor must be running (dm core only allows `dm_get_device` then).
+    pub(crate) unsafe fn open(&mut self, path: &CStr, mode: OpenMode) -> Result<DevHandle> {
+        self.devs.reserve(1, GFP_KERNEL)?;
+        let mut dev: *mut dm::dm_dev = core::ptr::null_mut();
+        // SAFETY: `ti` is valid and under construction (caller), `path` is NUL-terminated and
+        // outlives the call, and `dev` is a valid place for the result.
+        to_result(unsafe {
+            dm::dm_get_device(self.ti.as_ptr(), path.as_char_ptr(), mode.0, &mut dev)
+        })?;
+        let dev = NonNull::new(dev).ok_or(ENODEV)?;
+        // Cannot fail: capacity was reserved above, so the device is never leaked.
+        self.devs.push(dev, GFP_KERNEL)?;
+        Ok(DevHandle(self.devs.len() - 1))
+    }
+
+    /// The device `h` names, if this list has it.
+    pub(crate) fn get(&self, h: DevHandle) -> Option<&DmDev> {
+        let dev = *self.devs.get(h.0)?;
+        // SAFETY: By the type invariant the device is open until the list is dropped, which
+        // the borrow of `self` outlives.
+        Some(unsafe { DmDev::from_raw(dev) })
+    }
+}
+
+impl Drop for DeviceList {
     fn drop(&mut self) {
-        // SAFETY: By the type invariant `dev` was opened for `ti`, which is still alive, and is
-        // put exactly once, here.
-        unsafe { dm::dm_put_device(self.ti.as_ptr(), self.dev.as_ptr()) };
+        for dev in self.devs.iter() {
+            // SAFETY: By the type invariant each device was opened for `ti`, which is alive,
+            // and is put exactly once, here.
+            unsafe { dm::dm_put_device(self.ti.as_ptr(), dev.as_ptr()) };
+        }
     }
 }
 

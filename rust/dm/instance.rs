@@ -13,7 +13,7 @@
 //! freed, and raising through a cleared relay does nothing. So a relay can be kept anywhere
 //! (an `Arc`, a work item, another target's state) without outliving what it points into.
 
-use super::bindings as dm;
+use super::{bindings as dm, device::DeviceList};
 use core::ptr::NonNull;
 use kernel::{
     new_mutex,
@@ -85,21 +85,37 @@ impl EventRelay {
 #[repr(C)]
 pub(crate) struct Instance {
     pub(crate) relay: Arc<EventRelay>,
+    /// The devices the target opened; put after the private data is dropped.
+    pub(crate) devices: DeviceList,
     pub(crate) private: *mut c_void,
 }
 
 impl Instance {
     /// Boxes the state of a target whose table is `table`, taking over `private` (a foreign
     /// pointer of the target's private data).
-    pub(crate) fn new(table: *mut dm::dm_table, private: *mut c_void) -> Result<KBox<Self>> {
-        let relay = EventRelay::new(NonNull::new(table).ok_or(EINVAL)?)?;
-        Ok(KBox::new(Self { relay, private }, GFP_KERNEL)?)
+    ///
+    /// On failure the devices have been put (the list is dropped) and `private` is untouched:
+    /// the caller still owns it.
+    pub(crate) fn new(
+        table: *mut dm::dm_table,
+        devices: DeviceList,
+        private: *mut c_void,
+    ) -> Result<KBox<Self>> {
+        let table = NonNull::new(table).ok_or(EINVAL)?;
+        let relay = EventRelay::new(table)?;
+        let instance = Self {
+            relay,
+            devices,
+            private,
+        };
+        Ok(KBox::new(instance, GFP_KERNEL)?)
     }
 
-    /// Clears the relay and returns the private data's foreign pointer, for the caller to
-    /// convert back and drop.
-    pub(crate) fn destroy(self: KBox<Self>) -> *mut c_void {
+    /// Clears the relay and returns the private data's foreign pointer and the devices, for
+    /// the caller to drop in that order.
+    pub(crate) fn destroy(self: KBox<Self>) -> (*mut c_void, DeviceList) {
         self.relay.clear();
-        self.private
+        let this = KBox::into_inner(self);
+        (this.private, this.devices)
     }
 }

@@ -34,7 +34,7 @@ pub use args::{parse_dm_arg_u32, parse_u64, ArgRange, Args, ParseIntError};
 pub use bio::{Bio, BioList, BioOp, EndIoOutcome, EndIoRequest, MapOutcome, MapRequest, OwnedBio};
 pub use block_device::BlockDevice;
 pub use bufio::{BufferMut, BufferRef, BufioClient};
-pub use device::{DevT, DeviceVisitor, DmDev, OpenMode};
+pub use device::{DevHandle, DevT, DeviceVisitor, DmDev, OpenMode};
 pub use instance::EventRelay;
 pub use irq_lock::{SpinLockIrq, SpinLockIrqBackend, SpinLockIrqGuard};
 pub use kcopyd::Kcopyd;

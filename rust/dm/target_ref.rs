@@ -5,10 +5,11 @@
 
 use super::{
     bindings as dm,
+    device::DeviceList,
     instance::{EventRelay, Instance},
-    DevT, DmDev, OpenMode,
+    DevHandle, DevT, DmDev, OpenMode,
 };
-use core::marker::PhantomData;
+use core::{marker::PhantomData, ptr::NonNull};
 use kernel::{error::to_result, prelude::*, sync::Arc, types::Opaque};
 
 /// A device-mapper target instance (`struct dm_target`), borrowed for one callback.
@@ -82,6 +83,21 @@ impl TargetRef {
         unsafe { dm::dm_table_event((*self.as_raw()).table) };
     }
 
+    /// The device `h` names (opened by this target's constructor); `None` while the
+    /// constructor runs (use [`TargetCtr::device`] there) or for a handle of another target.
+    pub fn device(&self, h: DevHandle) -> Option<&DmDev> {
+        // SAFETY: By the type invariant the target is valid. Outside the constructor its
+        // `private` is null or the glue's boxed `Instance`, which lives until `dtr`, after every
+        // callback that holds `self`.
+        let private = unsafe { (*self.as_raw()).private };
+        if private.is_null() {
+            return None;
+        }
+        // SAFETY: As above.
+        let instance = unsafe { &*private.cast::<Instance>() };
+        instance.devices.get(h)
+    }
+
     /// A counted handle that raises this target's table event from anywhere that may sleep
     /// (a worker, say), for as long as the target exists; `None` while the constructor runs.
     pub fn event_relay(&self) -> Option<Arc<EventRelay>> {
@@ -112,6 +128,7 @@ impl TargetRef {
 /// returns, so writes through it do not race.
 pub struct TargetCtr<'a> {
     ti: &'a TargetRef,
+    devices: Option<DeviceList>,
     _not_send: PhantomData<*mut ()>,
 }
 
@@ -124,8 +141,16 @@ impl<'a> TargetCtr<'a> {
             // SAFETY: The caller guarantees validity for `'a`; writes happen only through
             // `self`, which the invariant of `TargetCtr` covers.
             ti: unsafe { TargetRef::from_raw(ptr) },
+            // SAFETY: The glue drops the list in the constructor or in `dtr`, before dm core
+            // frees the target.
+            devices: NonNull::new(ptr).map(|ti| unsafe { DeviceList::new(ti) }),
             _not_send: PhantomData,
         }
+    }
+
+    /// The devices opened so far, for the glue to keep or put.
+    pub(crate) fn take_devices(&mut self) -> Option<DeviceList> {
+        self.devices.take()
     }
 
     fn raw(&mut self) -> &mut dm::dm_target {
@@ -136,10 +161,17 @@ impl<'a> TargetCtr<'a> {
 
     /// Opens an underlying device by path or `major:minor` (`dm_get_device()`).
     ///
-    /// The device is released when the returned [`DmDev`] is dropped.
-    pub fn get_device(&mut self, path: &CStr, mode: OpenMode) -> Result<DmDev> {
+    /// The glue keeps the device for the target and puts it in `dtr` (or when the constructor
+    /// fails); the handle names it in [`TargetCtr::device`] and [`TargetRef::device`].
+    pub fn get_device(&mut self, path: &CStr, mode: OpenMode) -> Result<DevHandle> {
+        let devices = self.devices.as_mut().ok_or(EINVAL)?;
         // SAFETY: The target is under construction, as `dm_get_device` requires.
-        unsafe { DmDev::open(self.ti.as_raw(), path, mode) }
+        unsafe { devices.open(path, mode) }
+    }
+
+    /// A device this constructor opened.
+    pub fn device(&self, h: DevHandle) -> Option<&DmDev> {
+        self.devices.as_ref()?.get(h)
     }
 
     /// Number of flush bios dm core sends to `map` per flush (`ti->num_flush_bios`).

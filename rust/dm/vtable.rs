@@ -96,17 +96,18 @@ impl<T: Target> TargetVTable<T> {
     /// `dtr_callback` has not run; the result must not be used after the callback returns.
     unsafe fn instance<'a>(
         ti: *mut dm::dm_target,
-    ) -> (<T::Private as ForeignOwnable>::Borrowed<'a>, &'a TargetRef) {
-        // SAFETY: `ti` is valid (caller), so is its `private` field, which `ctr_callback` set to
-        // a boxed `Instance` that lives until `dtr_callback`.
-        let instance = unsafe { &*(*ti).private.cast::<Instance>() };
+    ) -> Option<(<T::Private as ForeignOwnable>::Borrowed<'a>, &'a TargetRef)> {
+        // SAFETY: `ti` is valid (caller), so is its `private` field: a boxed `Instance` set by
+        // `ctr_callback` that lives until `dtr_callback`, which first sets it to null. A
+        // callback that comes too late (a bug elsewhere) finds null and does nothing.
+        let instance = unsafe { (*ti).private.cast::<Instance>().as_ref() }?;
         // SAFETY: `instance.private` came from `into_foreign` in `ctr_callback`, and
         // `from_foreign` only runs in `dtr_callback`, which dm core does not call while another
         // callback runs.
         let private = unsafe { T::Private::borrow(instance.private) };
         // SAFETY: dm core keeps `ti` alive and unchanged for the duration of the callback.
         let ti = unsafe { TargetRef::from_raw(ti) };
-        (private, ti)
+        Some((private, ti))
     }
 
     /// `target_type.ctr`.
@@ -131,10 +132,16 @@ impl<T: Target> TargetVTable<T> {
             // Fits: `PER_BIO_SIZE` is checked against `u32::MAX` at compile time.
             ctr.set_per_io_data_size(Self::PER_BIO_SIZE as u32);
         }
-        match T::ctr(registration.shared(), &mut ctr, args) {
+        let result = T::ctr(registration.shared(), &mut ctr, args);
+        // The devices the constructor opened: kept with the instance, or put on failure.
+        let devices = ctr.take_devices();
+        match result {
             Ok(private) => {
                 let foreign: *mut c_void = private.into_foreign().cast();
-                match Instance::new(ctr.table_raw(), foreign) {
+                let instance = devices
+                    .ok_or(EINVAL)
+                    .and_then(|devices| Instance::new(ctr.table_raw(), devices, foreign));
+                match instance {
                     Ok(instance) => {
                         ctr.set_private(KBox::into_raw(instance).cast());
                         0
@@ -149,6 +156,7 @@ impl<T: Target> TargetVTable<T> {
                 }
             }
             Err(e) => {
+                drop(devices);
                 ctr.set_error(e.reason());
                 e.code().to_errno()
             }
@@ -162,16 +170,20 @@ impl<T: Target> TargetVTable<T> {
     /// Called by dm core once per successfully constructed target, after every other callback
     /// of that target has returned.
     unsafe extern "C" fn dtr_callback(ti: *mut dm::dm_target) {
-        // SAFETY: `ti` is valid for the call. `ti->private` is cleared first, so nothing can
-        // find the instance while it is being torn down.
-        let raw = unsafe { core::mem::replace(&mut (*ti).private, core::ptr::null_mut()) };
+        // SAFETY: `ti` is valid for the call.
+        let raw = unsafe { (*ti).private };
+        // SAFETY: As above. `ti->private` is cleared first, so nothing can find the instance
+        // while it is being torn down.
+        unsafe { (*ti).private = core::ptr::null_mut() };
         // SAFETY: `raw` is the boxed `Instance` from `ctr_callback`, converted back only here.
         let instance = unsafe { KBox::from_raw(raw.cast::<Instance>()) };
         // The relay is cleared before the private data (and then the table) goes away.
-        let private = instance.destroy();
+        let (private, devices) = instance.destroy();
         // SAFETY: `private` came from `into_foreign` in `ctr_callback`; this is its only
         // `from_foreign`, and no borrow is alive (no other callback runs).
         drop(unsafe { T::Private::from_foreign(private.cast()) });
+        // Last, the devices: nothing can reach them any more.
+        drop(devices);
     }
 
     /// `target_type.map`.
@@ -182,8 +194,10 @@ impl<T: Target> TargetVTable<T> {
     /// hands to the target until `map` returns (or, after `DM_MAPIO_SUBMITTED`, until the target
     /// finishes it), whose per-bio area has `per_io_data_size` bytes.
     unsafe extern "C" fn map_callback(ti: *mut dm::dm_target, bio: *mut bindings::bio) -> c_int {
-        // SAFETY: The target is constructed and not being destroyed.
-        let (private, ti) = unsafe { Self::instance(ti) };
+        // SAFETY: The target is constructed (dm core calls this only then).
+        let Some((private, ti)) = (unsafe { Self::instance(ti) }) else {
+            return dm::DM_MAPIO_KILL as c_int;
+        };
         let Some(bio) = NonNull::new(bio) else {
             return dm::DM_MAPIO_KILL as c_int;
         };
@@ -223,8 +237,10 @@ impl<T: Target> TargetVTable<T> {
         bio: *mut bindings::bio,
         error: *mut bindings::blk_status_t,
     ) -> c_int {
-        // SAFETY: The target is constructed and not being destroyed.
-        let (private, ti) = unsafe { Self::instance(ti) };
+        // SAFETY: The target is constructed (dm core calls this only then).
+        let Some((private, ti)) = (unsafe { Self::instance(ti) }) else {
+            return dm::DM_ENDIO_DONE as c_int;
+        };
         let Some(bio) = NonNull::new(bio) else {
             return dm::DM_ENDIO_DONE as c_int;
         };
@@ -256,8 +272,10 @@ impl<T: Target> TargetVTable<T> {
         result: *mut c_char,
         maxlen: c_uint,
     ) {
-        // SAFETY: The target is constructed and not being destroyed.
-        let (private, ti) = unsafe { Self::instance(ti) };
+        // SAFETY: The target is constructed (dm core calls this only then).
+        let Some((private, ti)) = (unsafe { Self::instance(ti) }) else {
+            return;
+        };
         // SAFETY: `result` is valid for `maxlen` bytes and ours for the call.
         let mut out = unsafe { ResultWriter::from_raw(result, maxlen) };
         let kind = match kind {
@@ -281,8 +299,10 @@ impl<T: Target> TargetVTable<T> {
         result: *mut c_char,
         maxlen: c_uint,
     ) -> c_int {
-        // SAFETY: The target is constructed and not being destroyed.
-        let (private, ti) = unsafe { Self::instance(ti) };
+        // SAFETY: The target is constructed (dm core calls this only then).
+        let Some((private, ti)) = (unsafe { Self::instance(ti) }) else {
+            return EINVAL.to_errno();
+        };
         // SAFETY: `argv` holds `argc` strings valid for the call.
         let args = unsafe { Args::from_raw(argc, argv) };
         // SAFETY: `result` is valid for `maxlen` bytes and ours for the call.
@@ -305,8 +325,10 @@ impl<T: Target> TargetVTable<T> {
         data: *mut c_void,
     ) -> c_int {
         let raw_ti = ti;
-        // SAFETY: The target is constructed and not being destroyed.
-        let (private, ti) = unsafe { Self::instance(ti) };
+        // SAFETY: The target is constructed (dm core calls this only then).
+        let Some((private, ti)) = (unsafe { Self::instance(ti) }) else {
+            return 0;
+        };
         // SAFETY: These are the arguments of the running call.
         let mut visitor = unsafe { DeviceVisitor::new(raw_ti, callout, data) };
         match T::iterate_devices(private, ti, &mut visitor) {
@@ -325,8 +347,10 @@ impl<T: Target> TargetVTable<T> {
         ti: *mut dm::dm_target,
         limits: *mut bindings::queue_limits,
     ) {
-        // SAFETY: The target is constructed and not being destroyed.
-        let (private, ti) = unsafe { Self::instance(ti) };
+        // SAFETY: The target is constructed (dm core calls this only then).
+        let Some((private, ti)) = (unsafe { Self::instance(ti) }) else {
+            return;
+        };
         // SAFETY: `limits` is valid and ours for the call.
         let limits = unsafe { QueueLimits::from_raw(limits) };
         T::io_hints(private, ti, limits);
@@ -338,8 +362,10 @@ impl<T: Target> TargetVTable<T> {
     ///
     /// Called by dm core for a constructed target.
     unsafe extern "C" fn presuspend_callback(ti: *mut dm::dm_target) {
-        // SAFETY: The target is constructed and not being destroyed.
-        let (private, ti) = unsafe { Self::instance(ti) };
+        // SAFETY: The target is constructed (dm core calls this only then).
+        let Some((private, ti)) = (unsafe { Self::instance(ti) }) else {
+            return;
+        };
         T::presuspend(private, ti);
     }
 
@@ -349,8 +375,10 @@ impl<T: Target> TargetVTable<T> {
     ///
     /// Called by dm core for a constructed target.
     unsafe extern "C" fn postsuspend_callback(ti: *mut dm::dm_target) {
-        // SAFETY: The target is constructed and not being destroyed.
-        let (private, ti) = unsafe { Self::instance(ti) };
+        // SAFETY: The target is constructed (dm core calls this only then).
+        let Some((private, ti)) = (unsafe { Self::instance(ti) }) else {
+            return;
+        };
         T::postsuspend(private, ti);
     }
 
@@ -360,8 +388,10 @@ impl<T: Target> TargetVTable<T> {
     ///
     /// Called by dm core for a constructed target.
     unsafe extern "C" fn preresume_callback(ti: *mut dm::dm_target) -> c_int {
-        // SAFETY: The target is constructed and not being destroyed.
-        let (private, ti) = unsafe { Self::instance(ti) };
+        // SAFETY: The target is constructed (dm core calls this only then).
+        let Some((private, ti)) = (unsafe { Self::instance(ti) }) else {
+            return EINVAL.to_errno();
+        };
         match T::preresume(private, ti) {
             Ok(()) => 0,
             Err(e) => e.to_errno(),
@@ -374,8 +404,10 @@ impl<T: Target> TargetVTable<T> {
     ///
     /// Called by dm core for a constructed target.
     unsafe extern "C" fn resume_callback(ti: *mut dm::dm_target) {
-        // SAFETY: The target is constructed and not being destroyed.
-        let (private, ti) = unsafe { Self::instance(ti) };
+        // SAFETY: The target is constructed (dm core calls this only then).
+        let Some((private, ti)) = (unsafe { Self::instance(ti) }) else {
+            return;
+        };
         T::resume(private, ti);
     }
 }

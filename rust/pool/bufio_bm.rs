@@ -136,6 +136,19 @@ impl BlockManager for BufioBlockManager {
         Ok(ReadGuard(buf))
     }
 
+    fn read_cached(&self, loc: u64, kind: BlockKind) -> MetaResult<ReadGuard> {
+        if loc >= self.nr_blocks() {
+            return Err(MetaError::Io { block: loc });
+        }
+        let buf = BufioClient::read_cached(&self.client, loc)
+            .map_err(io_error(loc))?
+            .ok_or(MetaError::WouldBlock)?;
+        if check(buf.tag(), kind, loc, &buf)? {
+            buf.set_tag(tag_of(kind));
+        }
+        Ok(ReadGuard(buf))
+    }
+
     fn write(&self, loc: u64, kind: BlockKind) -> MetaResult<WriteGuard> {
         if loc >= self.nr_blocks() {
             return Err(MetaError::Io { block: loc });

@@ -148,7 +148,7 @@ mod tests {
         drop(pool);
 
         assert_eq!(TestPool::is_formatted(&bm), Ok(true));
-        let mut pool = open(&bm)?;
+        let pool = open(&bm)?;
         assert_eq!(pool.data_nr_blocks(), DATA_BLOCKS);
         assert_eq!(pool.metadata_nr_blocks(), 256);
         assert_eq!(pool.data_block_size(), DATA_BLOCK_SIZE);
@@ -356,7 +356,7 @@ mod tests {
 
         // A damaged mapping tree root: the pool opens, the lookup that reads it fails.
         bm.corrupt(sb.mapping_root, 100)?;
-        let mut pool = open(&bm)?;
+        let pool = open(&bm)?;
         assert_eq!(
             pool.lookup(1, 0),
             Err(Error::Checksum {

@@ -26,8 +26,9 @@ pub(crate) use registry::{PoolHandle, PoolRegistry};
 pub(crate) use thin_state::{Stage, ThinBio, ThinState};
 
 use crate::dm::{
-    self, Args, CtrError, DeviceVisitor, DmDev, IterationStop, MapOutcome, MapRequest, OpenMode,
-    QueueLimits, ResultWriter, StatusFlags, StatusType, TargetCtr, TargetFeatures, TargetRef,
+    self, Args, CtrError, DevHandle, DeviceVisitor, DmDev, IterationStop, MapOutcome, MapRequest,
+    OpenMode, QueueLimits, ResultWriter, StatusFlags, StatusType, TargetCtr, TargetFeatures,
+    TargetRef,
 };
 use crate::metadata::BlockManager;
 use core::fmt::Write;
@@ -50,8 +51,9 @@ pub(crate) struct PoolTarget;
 /// One `rthin-pool` table entry.
 pub(crate) struct PoolInstance {
     pool: PoolHandle,
-    metadata_dev: DmDev,
-    data_dev: DmDev,
+    /// The data device (owned by the glue for this table, like the metadata device, which the
+    /// pool object reads through its own counted open).
+    data_dev: DevHandle,
     low_water_mark: u64,
     /// As requested in the table line (what `dmsetup table` prints).
     features: PoolFeatures,
@@ -65,8 +67,8 @@ impl PoolInstance {
         write!(
             out,
             "{} {} {} {} ",
-            self.metadata_dev.devt(),
-            self.data_dev.devt(),
+            self.pool.pool().key.metadata,
+            self.pool.pool().key.data,
             self.pool.pool().block_size,
             self.low_water_mark
         )?;
@@ -144,7 +146,7 @@ impl PoolInstance {
     }
 
     /// Binds the pool to this table and grows it to the devices (dm-thin's `pool_preresume`).
-    fn preresume(&self) -> Result {
+    fn preresume(&self, ti: &TargetRef) -> Result {
         let pool = self.pool.arc();
         let mut meta = pool.meta.lock();
         meta.config = self.config();
@@ -158,7 +160,8 @@ impl PoolInstance {
         }
         let bs = u64::from(pool.block_size);
         // (The block size is never 0: the constructor checked it.)
-        let data_blocks = self.data_dev.nr_sectors().checked_div(bs).unwrap_or(0);
+        let data_sectors = ti.device(self.data_dev).map_or(0, |d| d.nr_sectors());
+        let data_blocks = data_sectors.checked_div(bs).unwrap_or(0);
         let current = meta.engine.data_nr_blocks();
         if data_blocks < current {
             pr_err!(
@@ -191,7 +194,9 @@ impl PoolInstance {
             );
             return Ok(());
         }
-        if grow && pool.mode().metadata_writable() {
+        let growable =
+            pool.mode().metadata_writable() || pool.mode() == PoolMode::OutOfMetadataSpace;
+        if grow && growable {
             let r = meta
                 .engine
                 .resize_data(data_blocks)
@@ -200,9 +205,16 @@ impl PoolInstance {
                 worker::metadata_failed(pool, &mut meta, "resize", e);
                 return Ok(());
             }
+            if pool.mode() == PoolMode::OutOfMetadataSpace && meta.engine.metadata_free_blocks() > 0
+            {
+                pool.set_mode(PoolMode::Write);
+            }
             worker::commit(pool, &mut meta);
         }
         if pool.mode() == PoolMode::OutOfDataSpace && meta.engine.data_free_blocks() > 0 {
+            pool.set_mode(PoolMode::Write);
+        }
+        if pool.mode() == PoolMode::OutOfMetadataSpace && meta.engine.metadata_free_blocks() > 0 {
             pool.set_mode(PoolMode::Write);
         }
         Ok(())
@@ -266,7 +278,11 @@ impl dm::Target for PoolTarget {
         let metadata_dev = ti
             .get_device(args.metadata_dev, metadata_mode)
             .map_err(|e| CtrError::new(e, c"Error opening metadata block device"))?;
-        warn_if_metadata_too_big(&metadata_dev);
+        let metadata_devt = {
+            let dev = ti.device(metadata_dev).ok_or(EINVAL)?;
+            warn_if_metadata_too_big(dev);
+            dev.devt()
+        };
         let data_dev = ti
             .get_device(args.data_dev, OpenMode::READ_WRITE)
             .map_err(|e| CtrError::new(e, c"Error getting data device"))?;
@@ -276,10 +292,11 @@ impl dm::Target for PoolTarget {
 
         let key = PoolKey {
             pool_md: ti.mapped_device(),
-            metadata: metadata_dev.devt(),
-            data: data_dev.devt(),
+            metadata: metadata_devt,
+            data: ti.device(data_dev).ok_or(EINVAL)?.devt(),
         };
-        let passdown = features.discard_passdown && passdown_supported(&data_dev, block_size);
+        let passdown = features.discard_passdown
+            && passdown_supported(ti.device(data_dev).ok_or(EINVAL)?, block_size);
         let params = PoolParams {
             key,
             block_size,
@@ -312,7 +329,6 @@ impl dm::Target for PoolTarget {
 
         let instance = PoolInstance {
             pool,
-            metadata_dev,
             data_dev,
             low_water_mark,
             features,
@@ -321,9 +337,12 @@ impl dm::Target for PoolTarget {
         Ok(KBox::new(instance, GFP_KERNEL)?)
     }
 
-    fn map<'a>(pool: &PoolInstance, _ti: &TargetRef, bio: MapRequest<'a, ()>) -> MapOutcome<'a> {
+    fn map<'a>(pool: &PoolInstance, ti: &TargetRef, bio: MapRequest<'a, ()>) -> MapOutcome<'a> {
         // The pool target is a singleton, so it starts at sector 0 and no offset applies.
-        bio.remap(&pool.data_dev)
+        match ti.device(pool.data_dev) {
+            Some(dev) => bio.remap(dev),
+            None => bio.kill(),
+        }
     }
 
     fn status(
@@ -350,8 +369,8 @@ impl dm::Target for PoolTarget {
         messages::handle(pool.pool.arc(), &args)
     }
 
-    fn preresume(pool: &PoolInstance, _ti: &TargetRef) -> Result {
-        pool.preresume()
+    fn preresume(pool: &PoolInstance, ti: &TargetRef) -> Result {
+        pool.preresume(ti)
     }
 
     fn resume(pool: &PoolInstance, ti: &TargetRef) {
@@ -381,7 +400,10 @@ impl dm::Target for PoolTarget {
         ti: &TargetRef,
         visitor: &mut DeviceVisitor<'_>,
     ) -> Result<(), IterationStop> {
-        visitor.visit(&pool.data_dev, 0, ti.len())
+        match ti.device(pool.data_dev) {
+            Some(dev) => visitor.visit(dev, 0, ti.len()),
+            None => Ok(()),
+        }
     }
 
     fn io_hints(pool: &PoolInstance, _ti: &TargetRef, limits: &mut QueueLimits) {

@@ -303,6 +303,11 @@ impl Worker<'_> {
                 self.no_space(thin, bio);
                 return;
             }
+            Err(MetaError::NoSpace(Space::Metadata)) => {
+                self.out_of_metadata_space();
+                bio.end(BlkStatus::IOERR);
+                return;
+            }
             Err(e) => {
                 metadata_failed(self.pool, self.meta, "alloc_data_block", e);
                 bio.end(BlkStatus::IOERR);
@@ -459,11 +464,29 @@ impl Worker<'_> {
         };
         match r {
             Ok(()) => bio.end(BlkStatus::OK),
+            Err(MetaError::NoSpace(Space::Metadata)) if !self.engine().has_failed() => {
+                self.out_of_metadata_space();
+                bio.end(BlkStatus::IOERR);
+            }
             Err(e) => {
                 metadata_failed(self.pool, self.meta, "discard", e);
                 bio.end(BlkStatus::IOERR);
             }
         }
+    }
+
+    /// Only the metadata reserve is left (the engine refused the change before making it):
+    /// commit, and if that frees nothing switch to read-only metadata, as dm-thin's
+    /// out-of-metadata-space mode does. Growing the metadata device brings the pool back.
+    fn out_of_metadata_space(&mut self) {
+        if commit(self.pool, self.meta) && self.engine().metadata_free_blocks() > 0 {
+            return;
+        }
+        pr_warn!(
+            "{}: no free metadata space available\n",
+            self.pool.key.pool_md
+        );
+        self.pool.set_mode(PoolMode::OutOfMetadataSpace);
     }
 
     /// Unmaps `[first, last)` of thin `dev_id` and discards, on the data device, every data
@@ -489,7 +512,7 @@ impl Worker<'_> {
     /// transaction and tries again (dm-thin's `alloc_data_block`).
     fn alloc(&mut self) -> Result<u64, MetaError> {
         let r = match self.engine().alloc_data_block() {
-            Err(MetaError::NoSpace(Space::Data)) if self.engine().has_uncommitted_changes() => {
+            Err(MetaError::NoSpace(_)) if self.engine().has_uncommitted_changes() => {
                 if !commit(self.pool, self.meta) {
                     return Err(MetaError::Io { block: 0 });
                 }

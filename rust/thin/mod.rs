@@ -12,9 +12,9 @@ mod params;
 
 use crate::{
     dm::{
-        self, Args, BlkStatus, BlockDevice, CtrError, DmDev, EndIoOutcome, EndIoRequest,
-        MapOutcome, MapRequest, OpenMode, QueueLimits, RateLimit, ResultWriter, StatusFlags,
-        StatusType, TargetCtr, TargetFeatures, TargetRef,
+        self, Args, BlkStatus, BlockDevice, CtrError, DevT, EndIoOutcome, EndIoRequest, MapOutcome,
+        MapRequest, OpenMode, QueueLimits, RateLimit, ResultWriter, StatusFlags, StatusType,
+        TargetCtr, TargetFeatures, TargetRef,
     },
     metadata::Error as MetaError,
     pool::{PoolHandle, PoolMode, PoolObject, PoolRegistry, Stage, ThinBio, ThinState},
@@ -30,8 +30,9 @@ pub(crate) struct ThinTarget;
 #[pin_data(PinnedDrop)]
 pub(crate) struct ThinInstance {
     pool: PoolHandle,
-    pool_dev: DmDev,
-    origin_dev: Option<DmDev>,
+    /// The pool device and the external origin as the table names them (dm-thin prints these).
+    pool_devt: DevT,
+    origin_devt: Option<DevT>,
     dev_id: u64,
     /// What the pool worker sees of this table.
     state: Arc<ThinState>,
@@ -80,7 +81,11 @@ impl dm::Target for ThinTarget {
 
         let dev_id = parse_dev_id(args.dev_id)?;
 
-        let pool_md = pool_dev.devt();
+        let pool_md = ti.device(pool_dev).ok_or(EINVAL)?.devt();
+        let origin_devt = match origin_dev {
+            Some(h) => Some(ti.device(h).ok_or(EINVAL)?.devt()),
+            None => None,
+        };
         if !pool_md.is_mapped_device() {
             return Err(CtrError::new(EINVAL, c"Couldn't get pool mapped device"));
         }
@@ -130,9 +135,9 @@ impl dm::Target for ThinTarget {
         }
 
         // The worker's own counted open: it stays valid for as long as it holds the state.
-        let origin_bdev = match &origin_dev {
-            Some(dev) => Some(
-                BlockDevice::open(dev.devt(), false)
+        let origin_bdev = match origin_devt {
+            Some(devt) => Some(
+                BlockDevice::open(devt, false)
                     .map_err(|e| CtrError::new(e, c"Error opening origin device"))?,
             ),
             None => None,
@@ -142,8 +147,8 @@ impl dm::Target for ThinTarget {
 
         let instance = try_pin_init!(ThinInstance {
             pool,
-            pool_dev,
-            origin_dev,
+            pool_devt: pool_md,
+            origin_devt,
             dev_id,
             state,
             io_error_log <- RateLimit::new(),
@@ -231,7 +236,7 @@ impl ThinInstance {
         let pool = self.pool.pool();
         let bs = u64::from(pool.block_size);
         let counts = {
-            let mut meta = pool.meta.lock();
+            let meta = pool.meta.lock();
             meta.engine.device_details(self.dev_id).and_then(|d| {
                 let highest = meta.engine.highest_mapped(self.dev_id)?;
                 Ok::<_, MetaError>((d.mapped_blocks, highest))
@@ -251,9 +256,9 @@ impl ThinInstance {
 
     /// `<pool dev> <dev id>[ <origin dev>]`, as dm-thin prints the table line.
     fn emit_table(&self, out: &mut ResultWriter<'_>) -> core::fmt::Result {
-        write!(out, "{} {}", self.pool_dev.devt(), self.dev_id)?;
-        if let Some(origin) = &self.origin_dev {
-            write!(out, " {}", origin.devt())?;
+        write!(out, "{} {}", self.pool_devt, self.dev_id)?;
+        if let Some(origin) = &self.origin_devt {
+            write!(out, " {}", origin)?;
         }
         Ok(())
     }
