@@ -2,7 +2,7 @@
 #
 #   make            build dm-rthin.ko against the cached guest kernel (or KDIR=/path/to/built/kernel)
 #   make demo       boot the guest and show the module at work (installs what is missing first)
-#   make check      every test and lint; the last line is "N passed, N failed"
+#   make check      every test and lint; the last line is "N passed, N failed, N skipped"
 #   make check-debug  the guest tests again on a lockdep/debug kernel
 #   make bench-metadata  metadata engine benchmark table (host)
 #   make clippy | fmt | userspace | kernel | setup | clean

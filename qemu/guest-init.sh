@@ -1,4 +1,5 @@
 #!/bin/ash
+# shellcheck shell=dash  # busybox ash: checked as its closest relative
 # PID 1 of the dm-rthin test guest: busybox ash (its applets run in-process: a faster boot than
 # with bash, which is /bin/sh for the job); installed as /init by qemu/build-initramfs.sh.
 #

@@ -46,6 +46,7 @@ km=(make -C "$ksrc" O="$kout" "${RTHIN_KMAKE_ARGS[@]}")
 
 # Kconfig drops symbols whose dependencies are missing without a word: insist on every one.
 missing=0
+# shellcheck disable=SC2094  # $f is only read (the loop writes to stderr)
 for f in "${fragments[@]}"; do
   while IFS= read -r line; do
     case $line in CONFIG_*=*) ;; *) continue ;; esac

@@ -3,13 +3,16 @@
 #
 #   scripts/check.sh [--guest-only]
 #
-# Each check contributes one or more results to $results (one "PASS name" / "FAIL name: why" per
-# line); the last line printed is "N passed, N failed" and the exit status is non-zero if anything
-# failed. A step that cannot even run (build error, crash) is itself counted as a failure, so no
-# failure can hide behind a missing count.
+# Each check contributes one or more results to $results (one "PASS name", "FAIL name: why" or
+# "SKIP name: why" per line); the last line printed is "N passed, N failed, N skipped" and the exit
+# status is non-zero if anything failed. Skips (an #[ignore]d cargo test, a KUnit case that
+# skipped itself) do not fail the run but are listed by name. A step that cannot even run (build
+# error, crash) or that reports no result at all is itself counted as a failure, and so is a
+# KUnit suite or cargo test binary of tests/expected-suites.txt that does not report, so no
+# failure can hide behind a missing count. A results file that cannot be written ends the run.
 set -uo pipefail
 . "$(dirname "$0")/env.sh"
-cd "$RTHIN_TOP"
+cd "$RTHIN_TOP" || exit 1
 
 guest_only=0
 [ "${1:-}" = --guest-only ] && guest_only=1
@@ -22,12 +25,23 @@ results=$work/results
 logdir=$RTHIN_TOP/.check-logs
 rm -rf "$logdir" && mkdir -p "$logdir"
 
-record() { printf '%s\n' "$@" >>"$results"; }
+# A result that cannot be stored would vanish from the count: stop instead.
+results_lost() {
+  echo "FAIL check: cannot write the results file $results (disk full?); the run is void" >&2
+  echo "0 passed, 1 failed, 0 skipped"
+  exit 1
+}
+record() { printf '%s\n' "$@" >>"$results" || results_lost; }
+# record_file FILE: append FILE's result lines.
+record_file() { cat "$1" >>"$results" || results_lost; }
 
-# Elapsed time of each step, printed when the next one starts and at the end.
-step_name='' step_start=$SECONDS
+# Elapsed time of each step, printed when the next one starts and listed at the end.
+step_name='' step_start=$SECONDS durations=()
 begin() {
-  [ -z "$step_name" ] || rthin_log "  $step_name took $((SECONDS - step_start)) s"
+  if [ -n "$step_name" ]; then
+    rthin_log "  $step_name took $((SECONDS - step_start)) s"
+    durations+=("$(printf '%5d s  %s' $((SECONDS - step_start)) "$step_name")")
+  fi
   step_name=$1 step_start=$SECONDS
   [ -z "$1" ] || rthin_log "$1"
 }
@@ -45,59 +59,67 @@ step() {
   fi
 }
 
-# collect NAME CMD...: run CMD, which prints PASS/FAIL lines; count them. A non-zero exit with no
-# FAIL line is itself a failure.
+# collect NAME CMD...: run CMD, which prints PASS/FAIL/SKIP lines; count them. A non-zero exit
+# with no FAIL line, and a run with no result line at all, are failures.
 collect() {
   local name=$1 log=$logdir/$1.log rc
   shift
   begin "$name"
-  "$@" 2>&1 | tee "$log" | grep -E '^(PASS|FAIL) ' >"$work/lines"
+  "$@" 2>&1 | tee "$log" | grep -aE '^(PASS|FAIL|SKIP) ' >"$work/lines"
   rc=${PIPESTATUS[0]}
-  cat "$work/lines" >>"$results"
+  record_file "$work/lines"
   grep '^FAIL ' "$work/lines" >&2
   if [ "$rc" != 0 ] && ! grep -q '^FAIL ' "$work/lines"; then
     record "FAIL $name: exited $rc without reporting a failed check; see $log"
     tail -n 30 "$log" >&2
-  fi
-  if ! [ -s "$work/lines" ] && [ "$rc" = 0 ]; then
+  elif ! [ -s "$work/lines" ]; then
     record "FAIL $name: reported no results; see $log"
   fi
 }
 
-# cargo_tests NAME CMD...: run a cargo test command; count its test cases.
+# cargo_tests NAME CMD...: run a cargo test command; count its test cases, per test binary,
+# against tests/expected-suites.txt (scripts/cargo-results.py).
 cargo_tests() {
   local name=$1 log=$logdir/$1.log rc
   shift
   begin "$name"
   "$@" >"$log" 2>&1
   rc=$?
-  # libtest prints "test <path> ... ok|FAILED" per case.
-  sed -n -e 's/^test \(.*\) \.\.\. ok$/PASS cargo:\1/p' -e 's/^test \(.*\) \.\.\. FAILED$/FAIL cargo:\1: failed/p' \
-    "$log" >>"$results"
-  if [ "$rc" != 0 ] && ! grep -q ' \.\.\. FAILED$' "$log"; then
+  python3 scripts/cargo-results.py "$log" tests/expected-suites.txt >"$work/lines"
+  record_file "$work/lines"
+  grep '^FAIL ' "$work/lines" >&2
+  if [ "$rc" != 0 ] && ! grep -q '^FAIL ' "$work/lines"; then
     record "FAIL $name: exited $rc (build error?); see $log"
     tail -n 30 "$log" >&2
+  elif ! grep -q '^PASS ' "$work/lines"; then
+    record "FAIL $name: no test passed; see $log"
   fi
 }
 
 summary() {
-  local passed failed
+  local passed failed skipped
   begin ''
-  rthin_log "total $SECONDS s"
+  printf '%s\n' "${durations[@]}" "$(printf '%5d s  total' "$SECONDS")" >&2
   passed=$(grep -c '^PASS ' "$results")
   failed=$(grep -c '^FAIL ' "$results")
-  cp "$results" "$logdir/results"
+  skipped=$(grep -c '^SKIP ' "$results")
+  cp "$results" "$logdir/results" || results_lost
+  if [ "$skipped" != 0 ]; then
+    echo "Skipped checks:"
+    grep '^SKIP ' "$results"
+  fi
   if [ "$failed" != 0 ]; then
     echo "Failed checks:"
     grep '^FAIL ' "$results"
   fi
-  echo "$passed passed, $failed failed"
+  echo "$passed passed, $failed failed, $skipped skipped"
   [ "$failed" = 0 ]
 }
 
 step setup scripts/setup.sh || true
 # KDIR=/path/to/built/kernel uses a kernel the user built (configured with qemu/kernel.config for
 # the guest tests); otherwise the cached guest kernel of the variant, built if missing.
+begin kernel
 if [ -n "${KDIR:-}" ]; then
   kout=$(cd "$KDIR" && pwd) || { record "FAIL kernel: KDIR=$KDIR is not a directory"; summary; exit 1; }
 elif ! kout=$(scripts/build-kernel.sh "$variant" 2>"$logdir/kernel.log"); then
@@ -110,19 +132,25 @@ export KDIR=$kout
 rthin_log "kernel: $kout"
 
 if [ $guest_only = 0 ]; then
-  # Lints. The clippy build of the module is a full build; it is followed by a plain one.
-  step module-clippy bash -c 'set -o pipefail; scripts/build-module.sh clean && scripts/build-module.sh CLIPPY=1 modules 2>&1 |
+  step shellcheck scripts/shellcheck.sh
+  # One build of the module, by clippy-driver (a full rustc: its dm-rthin.ko is the one the guest
+  # tests load); any warning or error fails it, modpost's included.
+  step module-build bash -c 'set -o pipefail; scripts/build-module.sh clean && scripts/build-module.sh CLIPPY=1 modules 2>&1 |
     tee /dev/stderr | { ! grep -iE "^(warning|error)"; }'
   step module-rustfmt scripts/rustfmt-module.sh --check
-  step userspace-fmt bash -c 'cd userspace && cargo fmt --all --check'
+  step userspace-fmt bash -c 'cd userspace && cargo fmt --all --check && cd fuzz && cargo fmt --all --check'
   step userspace-clippy bash -c 'cd userspace && cargo clippy --workspace --all-targets --locked -- -D warnings'
+  step fuzz-clippy bash -c 'cd userspace/fuzz && cargo clippy --all-targets --locked -- -D warnings'
+else
+  step module-build bash -c 'scripts/build-module.sh clean && scripts/build-module.sh modules'
 fi
 
-step module-build bash -c 'scripts/build-module.sh clean && scripts/build-module.sh modules'
 step userspace-build bash -c 'cd userspace && cargo build --release --locked --workspace --bins'
 
 if [ $guest_only = 0 ]; then
-  cargo_tests userspace-tests bash -c 'cd userspace && cargo test --workspace --locked --release'
+  # The test profile (userspace/Cargo.toml: optimised, debug assertions and overflow checks on);
+  # --release would bypass it. --no-fail-fast: every binary reports, whatever fails first.
+  cargo_tests userspace-tests bash -c 'cd userspace && cargo test --workspace --locked --no-fail-fast'
   step fuzz-metadata scripts/fuzz.sh "${RTHIN_FUZZ_SECONDS:-60}"
   for t in tests/host/*.sh; do
     [ -e "$t" ] && collect "host-$(basename "$t" .sh)" bash "$t"
@@ -134,6 +162,7 @@ fi
 mkdir -p "$work/guest"
 collect guest-tests qemu/run --kernel-tree "$kout" --timeout 1200 --share "$work/guest:/results" \
   -- /rthin/tests/guest/run-all.sh /results
-collect kunit python3 scripts/kunit-results.py "$(scripts/fetch-kernel-source.sh)" "$work"/guest/kunit/*.ktap
+collect kunit python3 scripts/kunit-results.py "$(scripts/fetch-kernel-source.sh)" "$work/guest/kunit" \
+  tests/expected-suites.txt
 
 summary

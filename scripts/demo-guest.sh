@@ -40,7 +40,11 @@ for table in \
   "0 $SECTORS rthin-pool $META $DATA 128 32768 1 no_such_feature" \
   "0 $SECTORS rthin-pool $META $DATA 128"; do
   printf '\033[36m# dmsetup create bad --table "%s"\033[0m\n' "$table"
-  dmsetup create bad --table "$table" 2>&1 | sed 's/^/  /' || true
+  if dmsetup create bad --table "$table" >/tmp/bad.out 2>&1; then
+    echo "  ERROR: the malformed table was accepted" >&2
+    exit 1
+  fi
+  sed 's/^/  /' /tmp/bad.out
 done
 dmesg | grep -F 'device-mapper: table' | sed 's/^/  dmesg: /'
 
@@ -64,10 +68,12 @@ echo "a base image (thin 1) and its snapshot (thin 2) sharing 1000 data blocks, 
 run truncate -s 16M /tmp/meta2.img
 run rthinctl restore -i /tmp/pool.xml -o /tmp/meta2.img
 run rthinctl check /tmp/meta2.img
-run thin_check -q /tmp/meta2.img && echo "thin_check (thin-provisioning-tools 1.1.0): no errors, no leaks"
+run thin_check -q /tmp/meta2.img
+echo "thin_check (thin-provisioning-tools 1.1.0): no errors, no leaks"
 run rthinctl ls /tmp/meta2.img
 rthinctl dump /tmp/meta2.img >/tmp/ours.xml
 thin_dump /tmp/meta2.img >/tmp/theirs.xml
-run cmp /tmp/ours.xml /tmp/theirs.xml && echo "rthinctl dump and thin_dump agree byte for byte"
+run cmp /tmp/ours.xml /tmp/theirs.xml
+echo "rthinctl dump and thin_dump agree byte for byte"
 
 say "Done: no oops, no warning (qemu/run checks the console)"

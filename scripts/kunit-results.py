@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
-"""Turn KUnit KTAP documents into the project's result lines, using the kernel's own parser.
+"""Turn KUnit KTAP documents into the project's result lines, using the kernel's own parser, and
+check them against the list of suites that must run.
 
-    scripts/kunit-results.py KERNEL_SOURCE FILE.ktap...
+    scripts/kunit-results.py KERNEL_SOURCE KTAP_DIR EXPECTED_LIST
 
-Each file (a debugfs `results` document) goes through `tools/testing/kunit/kunit.py parse --json`;
-every test case becomes `PASS kunit:<suite>.<case>` or `FAIL kunit:<suite>.<case>: <status>`.
-A file the parser rejects, or one with no test case, is a failure: a suite that crashed before
-reporting must not count as green. Exit status: 1 if anything failed.
+KTAP_DIR holds one `<suite>.ktap` per suite (the debugfs `kunit/<suite>/results` documents).
+Each goes through `tools/testing/kunit/kunit.py parse --json`; every test case becomes
+`PASS kunit:<suite>.<case>`, `SKIP kunit:<suite>.<case>: skipped` or
+`FAIL kunit:<suite>.<case>: <status>`. A file the parser rejects, or one with no test case, is a
+failure: a suite that crashed before reporting must not count as green. EXPECTED_LIST
+(tests/expected-suites.txt) names, as "kunit SUITE" lines, the suites that must run; a suite
+missing from KTAP_DIR fails, and so does a suite that ran without being listed.
+Exit status: 1 if anything failed.
 """
 import json
 import os
@@ -18,21 +23,42 @@ def cases(group, prefix):
     name = group.get("name", "?")
     path = prefix if name == "KUnit Test Group" else (f"{prefix}.{name}" if prefix else name)
     for case in group.get("test_cases", []):
-        yield f"{path}.{case['name']}" if path else case["name"], case["status"]
+        # (the parser adds a nameless ERROR case when fewer cases reported than the plan said)
+        case_name = case["name"] or "(missing case)"
+        yield f"{path}.{case_name}" if path else case_name, case["status"]
     for sub in group.get("sub_groups", []):
         yield from cases(sub, path)
 
 
+def read_expected(path):
+    want = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            words = line.split("#", 1)[0].split()
+            if not words or words[0] != "kunit":
+                continue
+            if len(words) != 2:
+                raise SystemExit(f"{path}:{n}: want 'kunit SUITE'")
+            want.append(words[1])
+    return want
+
+
 def main():
-    ksrc, files = sys.argv[1], sys.argv[2:]
+    ksrc, ktap_dir, expected = sys.argv[1:4]
+    want = read_expected(expected)
     kunit_py = os.path.join(ksrc, "tools/testing/kunit/kunit.py")
     failed = False
+    files = sorted(f for f in os.listdir(ktap_dir) if f.endswith(".ktap")) if os.path.isdir(ktap_dir) else []
     if not files:
-        print("FAIL kunit: no KTAP results were collected")
-        return 1
+        print(f"FAIL kunit: no KTAP results were collected in {ktap_dir}")
+        failed = True
     for f in files:
-        proc = subprocess.run([sys.executable, kunit_py, "parse", "--json", os.path.abspath(f)],
-                              capture_output=True, text=True)
+        suite = f[: -len(".ktap")]
+        if suite not in want:
+            print(f"FAIL kunit:{suite}: the suite ran but is not listed in {expected} (add 'kunit {suite}')")
+            failed = True
+        proc = subprocess.run([sys.executable, kunit_py, "parse", "--json", os.path.join(ktap_dir, f)],
+                              capture_output=True, text=True, check=False)
         start = proc.stdout.find("{")
         try:
             doc = json.loads(proc.stdout[start:]) if start >= 0 else None
@@ -40,17 +66,32 @@ def main():
             doc = None
         found = list(cases(doc, "")) if doc else []
         if not found:
-            print(f"FAIL kunit:{os.path.basename(f)}: unparseable or empty KTAP (parser exit {proc.returncode})")
+            print(f"FAIL kunit:{suite}: unparseable or empty KTAP (parser exit {proc.returncode})")
             failed = True
             continue
+        suite_failed = False
         for name, status in found:
-            if status == "PASS":
+            if not name.startswith(suite + "."):
+                print(f"FAIL kunit:{name}: found in {f}, which should hold suite {suite} only")
+                suite_failed = True
+            elif status == "PASS":
                 print(f"PASS kunit:{name}")
             elif status == "SKIP":
-                print(f"PASS kunit:{name} (skipped)")
+                print(f"SKIP kunit:{name}: skipped")
             else:
                 print(f"FAIL kunit:{name}: {status}")
-                failed = True
+                suite_failed = True
+        # The parser also fails a document whose plan and results disagree (a case missing).
+        if proc.returncode != 0 and not suite_failed:
+            errors = [l.strip() for l in proc.stdout.splitlines() if "[ERROR]" in l or "ERROR" in l]
+            print(f"FAIL kunit:{suite}: kunit.py parse exited {proc.returncode}: "
+                  f"{errors[0] if errors else 'see the KTAP'}")
+            suite_failed = True
+        failed |= suite_failed
+    for suite in want:
+        if f"{suite}.ktap" not in files:
+            print(f"FAIL kunit:{suite}: listed in {expected} but reported no results (compiled out?)")
+            failed = True
     return 1 if failed else 0
 
 

@@ -1,4 +1,5 @@
 # Shared helpers for the project's shell tests (host and guest). Source it.
+# shellcheck shell=bash  # host tests are bash; in the guest /bin/sh is bash too
 #
 # Result protocol, counted by `make check`: every check prints exactly one line
 #   PASS <name>            or            FAIL <name>: <why>

@@ -33,11 +33,15 @@ reason() {
   dmesg | sed -n "s/.*device-mapper: table: [0-9:]*: $1: //p" | tail -n 1
 }
 
-# same NAME C_TYPE OUR_TYPE ARGS: both refuse ARGS the same way.
+# same NAME C_TYPE OUR_TYPE ARGS: both refuse ARGS the same way. Every case here is meant to be
+# refused: the C target accepting it means the case no longer tests what it says (both
+# accepting would otherwise compare equal and pass).
 same() {
   c=$(reason "$2" "$4")
   ours=$(reason "$3" "$4")
-  if [ -z "$c" ]; then
+  if [ "$c" = accepted ]; then
+    fail "$1" "C $2 accepted '$4', which this case expects to be refused ($3: $ours)"
+  elif [ -z "$c" ]; then
     fail "$1" "no reason logged for C $2 '$4'"
   elif [ "$c" = "$ours" ]; then
     pass "$1"

@@ -1,17 +1,34 @@
-#!/bin/sh
+#!/bin/bash
 # Runs inside the guest (qemu/run -- /rthin/tests/guest/run-all.sh [RESULTS_DIR]): every
-# tests/guest/[0-9]*.sh in order, then the module's KUnit suites. Prints the PASS/FAIL lines of
-# each test script; KUnit's KTAP documents go to RESULTS_DIR/kunit/ for the host to parse with the
-# kernel's kunit.py. Exits non-zero if any script failed.
+# tests/guest/[0-9]*.sh in order, then the module's KUnit suites. Prints the PASS/FAIL/SKIP lines
+# of each test script; a script that reports no result, or fails without a FAIL line, gets a FAIL
+# line here. KUnit's KTAP documents go to RESULTS_DIR/kunit/<suite>.ktap for the host to parse
+# with the kernel's kunit.py and to check against tests/expected-suites.txt; a document that
+# cannot be written there is a failure. Exits non-zero if anything failed.
 results=${1:-/tmp/rthin-results}
 here=$(dirname "$0")
-mkdir -p "$results/kunit"
 status=0
+out=/tmp/run-all.out
+
+if ! mkdir -p "$results/kunit" || ! : >"$results/kunit/.written"; then
+  echo "FAIL guest-results: cannot write to $results/kunit"
+  status=1
+fi
+rm -f "$results/kunit/.written"
 
 for t in "$here"/[0-9]*.sh; do
   [ -e "$t" ] || continue
-  echo "=== $(basename "$t")"
-  sh "$t" || status=1
+  name=$(basename "$t")
+  echo "=== $name"
+  sh "$t" 2>&1 | tee "$out"
+  rc=${PIPESTATUS[0]}
+  if ! grep -qE '^(PASS|FAIL|SKIP) ' "$out"; then
+    echo "FAIL guest:$name: reported no results (exit status $rc)"
+    status=1
+  elif [ "$rc" != 0 ]; then
+    grep -q '^FAIL ' "$out" || echo "FAIL guest:$name: exit status $rc without a FAIL line"
+    status=1
+  fi
   # Leave the next test a clean slate even when this one failed half-way.
   dmsetup remove_all >/dev/null 2>&1
   rmmod dm_rthin >/dev/null 2>&1
@@ -21,14 +38,19 @@ done
 echo "=== kunit"
 rmmod dm_rthin >/dev/null 2>&1
 mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug
+# qemu/run boots with KUnit filtered out of module loads (the other tests load the module many
+# times); let this load run every suite.
+glob=/sys/module/kunit/parameters/filter_glob
+[ ! -w $glob ] || printf '*' >$glob  # (no newline: the parameter keeps it)
 if modprobe dm-rthin; then
-  found=0
   for d in /sys/kernel/debug/kunit/*/; do
     [ -f "$d/results" ] || continue
-    cp "$d/results" "$results/kunit/$(basename "$d").ktap"
-    found=1
+    suite=$(basename "$d")
+    if ! cp "$d/results" "$results/kunit/$suite.ktap"; then
+      echo "FAIL kunit:$suite: cannot write its results to $results/kunit"
+      status=1
+    fi
   done
-  [ $found = 1 ] || { echo "FAIL kunit: no KUnit suite results in debugfs"; status=1; }
   rmmod dm_rthin || { echo "FAIL kunit: rmmod dm_rthin failed after the KUnit run"; status=1; }
 else
   echo "FAIL kunit: modprobe dm-rthin failed"
