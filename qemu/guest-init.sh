@@ -8,9 +8,17 @@
 # file on the host that nothing the job prints to the console can reach), then powers off.
 #
 # Status channel protocol (one line each, read by qemu/run after QEMU exits):
-#   status N        the job exited with N
-#   error MESSAGE   the guest could not set up the job (N/A status; qemu/run exits 240)
-#   warning MESSAGE something qemu/run repeats on the host (e.g. sync did not finish)
+#   status N          the job exited with N
+#   error MESSAGE     the guest could not set up the job (N/A status; qemu/run exits 240)
+#   syncfail MESSAGE  the final sync missed its deadline (qemu/run exits 244)
+#   warning MESSAGE   something qemu/run repeats on the host
+#
+# Hangs: the final sync has a deadline (RTHIN_SYNC_DEADLINE, 20 s); when it passes, the blocked
+# tasks are dumped on the console (sysrq w), "syncfail" is reported and the guest is reset
+# (sysrq b: a stuck device cannot block it, unlike `poweroff`, which syncs first). A job that
+# runs into qemu/run's --timeout gets the same dump shortly before the host kills the guest:
+# the host asks for it with a line "dump" on the third serial port (ttyS2; the host's clock
+# decides, as the guest's clock falls behind when the host is loaded).
 
 export PATH=/rthin/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 umask 022
@@ -32,19 +40,41 @@ else
 fi
 report() { [ $status_fd_ok = 1 ] && echo "$*" >&9; }
 
+# Reset at once, without sync or device shutdown; QEMU runs with -no-reboot, so this ends it.
+reset_now() {
+  echo b >/proc/sysrq-trigger 2>/dev/null
+  reboot -f -n
+}
+
+# The tasks in uninterruptible sleep, with their stacks, on the console. sysrq w prints them at
+# KERN_INFO, below the console's loglevel: they are taken from the ring buffer and printed
+# without their timestamps (so qemu/run's splat scan does not count the dump as a kernel splat).
+dump_blocked() {
+  dmesg -c >/dev/null 2>&1
+  echo w >/proc/sysrq-trigger 2>/dev/null || { say "no /proc/sysrq-trigger: cannot dump blocked tasks"; return; }
+  say "---- blocked tasks (sysrq w) ----"
+  dmesg -s 1048576 | sed -e 's/^\[[ 0-9.]*\] //' -e 's/^/rthin-init: | /'
+  say "---- end of blocked tasks ----"
+}
+
+sync_deadline=20
 power_off() {
-  # sync, but never let a stuck device (e.g. a suspended dm table with dirty pages) keep the
-  # guest alive: the host already has the status.
+  # sync, with a deadline: a stuck device (e.g. a suspended dm table with dirty pages) must not
+  # keep the guest alive, and data the job left unsynced is a failure, not a note.
+  [ -z "${RTHIN_SYNC_DEADLINE:-}" ] || sync_deadline=$RTHIN_SYNC_DEADLINE
   (
-    sleep 30
-    say "sync did not finish within 30 s; powering off anyway"
-    report "warning sync did not finish within 30 s after the job"
-    poweroff -f
+    sleep "$sync_deadline"
+    say "FAIL: the final sync did not finish within $sync_deadline s"
+    dump_blocked
+    report "syncfail the final sync did not finish within $sync_deadline s after the job"
+    reset_now
   ) &
   sync
-  poweroff -f
-  sleep 5
-  reboot -f  # QEMU runs with -no-reboot: a reboot ends it too
+  kill $! 2>/dev/null
+  ( sleep 10; say "poweroff did not finish within 10 s: resetting"; reset_now ) &
+  poweroff -f -n
+  sleep 15
+  reset_now
 }
 
 fail_setup() {
@@ -116,9 +146,26 @@ set -- env -i \
 if [ "${RTHIN_INTERACTIVE:-0}" = 1 ]; then
   # a session with the serial console as controlling terminal, so ^C and job control work
   setsid cttyhack "$@" /rthin/run/job 9>&-
+  rc=$?
 else
+  # Shortly before qemu/run's --timeout kills the guest, show what is stuck (the host asks).
+  watchdog=''
+  if [ -c /dev/ttyS2 ] && (: </dev/ttyS2) 2>/dev/null; then
+    stty -F /dev/ttyS2 -echo 2>/dev/null
+    (
+      while read -r request; do
+        case $request in dump)
+          say "the job is still running shortly before qemu/run's timeout"
+          dump_blocked ;;
+        esac
+      done
+    ) </dev/ttyS2 9>&- &
+    watchdog=$!
+    rm -f /dev/ttyS2
+  fi
   "$@" /rthin/run/job </dev/null 9>&-
+  rc=$?
+  [ -z "$watchdog" ] || kill "$watchdog" 2>/dev/null
 fi
-rc=$?
 report "status $rc"
 power_off
