@@ -26,12 +26,6 @@ module! {
     description: "device-mapper thin provisioning targets (rthin-pool, rthin) in Rust",
     license: "GPL",
     alias: ["dm-rthin-pool", "dm-rthin"],
-    params: {
-        no_space_timeout: u32 {
-            default: 60,
-            description: "Out of data space queue IO timeout in seconds (0 queues forever)",
-        },
-    },
 }
 
 /// Module state: the two target registrations. Dropping it unregisters both targets.

@@ -196,6 +196,14 @@ impl<'a, P> MapRequest<'a, P> {
         self.outcome(dm::DM_MAPIO_REMAPPED)
     }
 
+    /// Sends the bio to the counted device `dev` (sector unchanged unless set before):
+    /// `DM_MAPIO_REMAPPED`. The caller keeps `dev` open until the bio completes (a pool's
+    /// counted handles live as long as the targets whose bios use them).
+    pub fn remap_to(mut self, dev: &BlockDevice) -> MapOutcome<'a> {
+        self.bio().set_block_device(dev);
+        self.outcome(dm::DM_MAPIO_REMAPPED)
+    }
+
     /// Fails the bio with an I/O error: `DM_MAPIO_KILL` (dm core completes it with
     /// `BLK_STS_IOERR`).
     pub fn kill(self) -> MapOutcome<'a> {
@@ -463,7 +471,10 @@ impl<P> BioList<P> {
         }
         self.tail = other.tail;
         self.len += other.len;
-        *other = Self::new();
+        // Emptied in place: assigning a new list would drop (and fail) the moved bios.
+        other.head = core::ptr::null_mut();
+        other.tail = core::ptr::null_mut();
+        other.len = 0;
     }
 
     /// Takes all bios, leaving the list empty.

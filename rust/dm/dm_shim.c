@@ -8,6 +8,22 @@
  */
 #include "dm_shim.h"
 
+#include <linux/moduleparam.h>
+
+/*
+ * dm-thin's no_space_timeout, with its name, type and 0644 permissions: writable at run time in
+ * /sys/module/dm_rthin/parameters/. (The kernel's Rust `module!` parameters are not exposed in
+ * sysfs in 7.2.) Read with rthin_no_space_timeout_secs().
+ */
+static unsigned int no_space_timeout_secs = 60;
+module_param_named(no_space_timeout, no_space_timeout_secs, uint, 0644);
+MODULE_PARM_DESC(no_space_timeout, "Out of data space queue IO timeout in seconds");
+
+unsigned int rthin_no_space_timeout_secs(void)
+{
+	return READ_ONCE(no_space_timeout_secs);
+}
+
 unsigned int rthin_bio_op(const struct bio *bio)
 {
 	return bio_op(bio);

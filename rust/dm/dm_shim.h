@@ -64,6 +64,9 @@ int rthin_kcopyd_copy_sync(struct dm_kcopyd_client *kc, struct block_device *fro
 			   sector_t from_sector, struct block_device *to, sector_t to_sector,
 			   sector_t count);
 
+/* Module parameters defined in C (writable through sysfs). */
+unsigned int rthin_no_space_timeout_secs(void);
+
 /* Rate limiting for log messages on the I/O path. */
 void rthin_ratelimit_init(struct ratelimit_state *rs);
 bool rthin_ratelimit_allow(struct ratelimit_state *rs);

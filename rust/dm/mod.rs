@@ -48,3 +48,10 @@ pub use target::{
 };
 pub use target_ref::{TargetCtr, TargetRef};
 pub use workqueue::{flush_delayed_work, NoIoScope, OwnedQueue};
+
+/// The `no_space_timeout` module parameter (seconds; 0 = queue forever), dm-thin's: defined in
+/// the C shim so that, as in dm-thin, it is writable at run time through sysfs.
+pub fn no_space_timeout_secs() -> u32 {
+    // SAFETY: Reads an `unsigned int` with `READ_ONCE`; always safe.
+    unsafe { bindings::rthin_no_space_timeout_secs() }
+}

@@ -18,10 +18,11 @@ mod metadata_kunit;
 mod object;
 mod params;
 mod registry;
+mod status;
 mod thin_state;
 mod worker;
 
-pub(crate) use object::{PoolMode, PoolObject};
+pub(crate) use object::{FastPath, PoolMode, PoolObject};
 pub(crate) use registry::{PoolHandle, PoolRegistry};
 pub(crate) use thin_state::{Stage, ThinBio, ThinState};
 
@@ -39,6 +40,7 @@ use params::{
     PoolFeatures,
 };
 use registry::PoolKey;
+use status::{DiscardStatus, PoolStatus};
 
 /// Metadata devices larger than this (16 GiB, in sectors) get a warning: the excess is unused.
 const METADATA_SIZE_WARNING_SECTORS: u64 = 16 * (1 << 30) / 512;
@@ -98,51 +100,30 @@ impl PoolInstance {
             worker::commit(pool, &mut meta);
         }
         let e = &meta.engine;
-        let meta_total = e.metadata_nr_blocks();
-        let meta_used = meta_total - e.metadata_free_blocks();
-        let data_total = e.data_nr_blocks();
-        let data_used = data_total - e.data_free_blocks();
-        write!(
-            out,
-            "{} {}/{} {}/{} ",
-            e.transaction_id(),
-            meta_used,
-            meta_total,
-            data_used,
-            data_total
-        )?;
-        match e.held_root() {
-            Some(root) => write!(out, "{root} ")?,
-            None => out.write_str("- ")?,
+        let discard = if !pool.discard_enabled {
+            DiscardStatus::Ignore
+        } else if meta.config.discard_passdown {
+            DiscardStatus::Passdown
+        } else {
+            DiscardStatus::NoPassdown
+        };
+        PoolStatus {
+            transaction_id: e.transaction_id(),
+            metadata_free: e.metadata_free_blocks(),
+            metadata_total: e.metadata_nr_blocks(),
+            data_free: e.data_free_blocks(),
+            data_total: e.data_nr_blocks(),
+            held_root: e.held_root(),
+            mode: pool.mode(),
+            discard,
+            error_if_no_space: meta.config.error_if_no_space,
+            needs_check: e.needs_check(),
+            metadata_device_blocks: core::cmp::min(
+                e.block_manager().nr_blocks(),
+                crate::metadata::sm_metadata::MAX_METADATA_BLOCKS,
+            ),
         }
-        out.write_str(match pool.mode() {
-            PoolMode::OutOfDataSpace => "out_of_data_space ",
-            PoolMode::OutOfMetadataSpace | PoolMode::ReadOnly => "ro ",
-            _ => "rw ",
-        })?;
-        let config = meta.config;
-        out.write_str(if !pool.discard_enabled {
-            "ignore_discard "
-        } else if config.discard_passdown {
-            "discard_passdown "
-        } else {
-            "no_discard_passdown "
-        })?;
-        out.write_str(if config.error_if_no_space {
-            "error_if_no_space "
-        } else {
-            "queue_if_no_space "
-        })?;
-        out.write_str(if e.needs_check() {
-            "needs_check "
-        } else {
-            "- "
-        })?;
-        let device_blocks = core::cmp::min(
-            e.block_manager().nr_blocks(),
-            crate::metadata::sm_metadata::MAX_METADATA_BLOCKS,
-        );
-        write!(out, "{} ", core::cmp::min(1024, device_blocks / 4))
+        .emit(out)
     }
 
     /// Binds the pool to this table and grows it to the devices (dm-thin's `pool_preresume`).
@@ -153,10 +134,26 @@ impl PoolInstance {
         if pool.mode() == PoolMode::Fail {
             return Ok(());
         }
-        // Requested mode: read-only stays read-only; otherwise back to write unless the
-        // metadata needs checking or a failure forced read-only.
+        // The requested mode: `read_only` makes the metadata read-only; without it a pool that
+        // was read-only by request goes back to write, unless the metadata needs checking
+        // (a failure forced read-only and set needs_check).
         if self.features.read_only {
-            pool.set_mode(PoolMode::ReadOnly);
+            if pool.mode() != PoolMode::ReadOnly {
+                if let Err(e) = meta.engine.commit() {
+                    pr_err!(
+                        "{}: commit before read-only failed: {:?}\n",
+                        pool.key.pool_md,
+                        e
+                    );
+                }
+                pool.set_mode(PoolMode::ReadOnly);
+            }
+        } else if pool.mode() == PoolMode::ReadOnly && !meta.engine.needs_check() {
+            // Reopen the committed metadata for writing (nothing changed while read-only).
+            match meta.engine.open_in_place(Some(pool.block_size), true) {
+                Ok(()) => pool.set_mode(PoolMode::Write),
+                Err(e) => worker::metadata_failed(pool, &mut meta, "reopen read-write", e),
+            }
         }
         let bs = u64::from(pool.block_size);
         // (The block size is never 0: the constructor checked it.)

@@ -14,10 +14,10 @@
 
 use super::{bufio_bm::BufioBlockManager, registry::PoolKey, thin_state::ThinState};
 use crate::{
-    dm::{BlkStatus, BlockDevice, CtrError, EventRelay, Kcopyd, OwnedQueue},
+    dm::{Bio, BioOp, BlkStatus, BlockDevice, CtrError, EventRelay, Kcopyd, OwnedQueue},
     metadata::{self, Error as MetaError},
 };
-use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use kernel::{
     new_mutex,
     prelude::*,
@@ -110,6 +110,8 @@ pub(crate) struct PoolObject {
     suspended: AtomicBool,
     /// Set when the last table lets go: nothing may queue work any more.
     dying: AtomicBool,
+    /// Seconds spent out of data space so far (the no-space timeout's clock).
+    no_space_seconds: AtomicU32,
     #[pin]
     pub(crate) meta: Mutex<MetaState>,
     #[pin]
@@ -153,10 +155,21 @@ impl workqueue::WorkItem<1> for PoolObject {
 impl workqueue::WorkItem<2> for PoolObject {
     type Pointer = Arc<PoolObject>;
 
-    /// The no-space timeout: still out of data space, so switch to `error_if_no_space` and fail
-    /// the queued bios with ENOSPC (dm-thin's `do_no_space_timeout`).
+    /// The no-space timeout, polled every second while the pool is out of data space (a
+    /// pending delayed work cannot be re-armed earlier, and `no_space_timeout` may change at
+    /// run time): once it expires, switch to `error_if_no_space` and fail the queued bios with
+    /// ENOSPC (dm-thin's `do_no_space_timeout`).
     fn run(this: Arc<PoolObject>) {
         if this.dying.load(Ordering::Acquire) || this.mode() != PoolMode::OutOfDataSpace {
+            return;
+        }
+        let waited = this.no_space_seconds.fetch_add(1, Ordering::AcqRel) + 1;
+        let timeout = crate::dm::no_space_timeout_secs();
+        if timeout == 0 || waited < timeout {
+            PoolObject::arm_no_space_timer(&this);
+            return;
+        }
+        if this.meta.lock().config.error_if_no_space {
             return;
         }
         pr_warn!(
@@ -187,6 +200,17 @@ fn open_error(e: MetaError) -> CtrError {
         }
         _ => CtrError::new(EIO, c"Error creating metadata object"),
     }
+}
+
+/// What `map` can do with a thin bio without the worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FastPath {
+    /// Send it to this sector of the data device.
+    Remap(u64),
+    /// Complete it with zeroes.
+    Zeroes,
+    /// Leave it to the worker.
+    Defer,
 }
 
 /// What a new pool object is made from.
@@ -249,6 +273,7 @@ impl PoolObject {
                 mode: AtomicU8::new(mode as u8),
                 suspended: AtomicBool::new(true),
                 dying: AtomicBool::new(false),
+                no_space_seconds: AtomicU32::new(0),
                 meta <- new_mutex!(meta, "PoolObject::meta"),
                 thins <- new_mutex!(KVec::new(), "PoolObject::thins"),
                 events <- new_mutex!(None, "PoolObject::events"),
@@ -264,6 +289,17 @@ impl PoolObject {
     /// The current mode.
     pub(crate) fn mode(&self) -> PoolMode {
         PoolMode::from_u8(self.mode.load(Ordering::Acquire))
+    }
+
+    /// Polls the no-space timeout in a second (a no-op if a poll is already pending).
+    fn arm_no_space_timer(this: &Arc<Self>) {
+        if this.dying.load(Ordering::Acquire) {
+            return;
+        }
+        let _ = this.wq.enqueue_delayed::<Arc<PoolObject>, 2>(
+            this.clone(),
+            kernel::time::msecs_to_jiffies(1000),
+        );
     }
 
     /// Raises a table event on the bound pool table (process context).
@@ -289,13 +325,8 @@ impl PoolObject {
         }
         if old != new {
             if new == PoolMode::OutOfDataSpace {
-                let secs = *crate::module_parameters::no_space_timeout.value();
-                if secs > 0 {
-                    let _ = self.wq.enqueue_delayed::<Arc<PoolObject>, 2>(
-                        self.clone(),
-                        kernel::time::msecs_to_jiffies(secs.saturating_mul(1000)),
-                    );
-                }
+                self.no_space_seconds.store(0, Ordering::Release);
+                PoolObject::arm_no_space_timer(self);
             }
             let what = match new {
                 PoolMode::Write => "write",
@@ -354,6 +385,39 @@ impl PoolObject {
             if let Err(e) = meta.engine.commit() {
                 pr_err!("{}: commit at shutdown failed: {:?}\n", self.key.pool_md, e);
             }
+        }
+    }
+
+    /// Decides a thin bio in `map` when that needs no metadata change and no I/O: a read or
+    /// write of a provisioned block it may use as it is (remapped), or a read of a hole without
+    /// an external origin (zeroes). Everything else goes to the worker. Never sleeps: the
+    /// metadata lock is only tried, and only cached metadata blocks are read.
+    pub(crate) fn try_map(&self, thin: &ThinState, bio: &Bio) -> FastPath {
+        let is_write = match bio.op() {
+            BioOp::Read => false,
+            BioOp::Write => true,
+            _ => return FastPath::Defer,
+        };
+        if bio.is_preflush() || bio.is_fua() {
+            return FastPath::Defer;
+        }
+        let Some(meta) = self.meta.try_lock() else {
+            return FastPath::Defer;
+        };
+        let bs = u64::from(self.block_size);
+        let sector = bio.sector();
+        let (vblock, offset) = (sector / bs, sector % bs);
+        if meta
+            .pending
+            .iter()
+            .any(|p| p.dev_id == thin.dev_id && p.vblock == vblock)
+        {
+            return FastPath::Defer;
+        }
+        match meta.engine.try_lookup(thin.dev_id, vblock) {
+            Ok(Some(m)) if !(is_write && m.shared) => FastPath::Remap(m.data_block * bs + offset),
+            Ok(None) if !is_write && thin.origin.is_none() => FastPath::Zeroes,
+            _ => FastPath::Defer,
         }
     }
 

@@ -511,7 +511,9 @@ impl Worker<'_> {
     /// Allocates a data block; when none is free, commits once to recycle blocks freed in this
     /// transaction and tries again (dm-thin's `alloc_data_block`).
     fn alloc(&mut self) -> Result<u64, MetaError> {
-        let r = match self.engine().alloc_data_block() {
+        // dm-thin looks at the free count before allocating.
+        self.check_low_water_mark();
+        match self.engine().alloc_data_block() {
             Err(MetaError::NoSpace(_)) if self.engine().has_uncommitted_changes() => {
                 if !commit(self.pool, self.meta) {
                     return Err(MetaError::Io { block: 0 });
@@ -519,9 +521,7 @@ impl Worker<'_> {
                 self.engine().alloc_data_block()
             }
             r => r,
-        };
-        self.check_low_water_mark();
-        r
+        }
     }
 
     /// dm-thin's `check_low_water_mark`: one event per resume when free data blocks fall to

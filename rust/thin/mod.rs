@@ -17,7 +17,7 @@ use crate::{
         TargetCtr, TargetFeatures, TargetRef,
     },
     metadata::Error as MetaError,
-    pool::{PoolHandle, PoolMode, PoolObject, PoolRegistry, Stage, ThinBio, ThinState},
+    pool::{FastPath, PoolHandle, PoolMode, PoolObject, PoolRegistry, Stage, ThinBio, ThinState},
 };
 use core::fmt::Write;
 use kernel::{prelude::*, sync::Arc};
@@ -171,6 +171,18 @@ impl dm::Target for ThinTarget {
         // The worker works in sectors of the thin device.
         let sector = ti.target_offset(bio.bio().sector());
         bio.bio().set_sector(sector);
+        match pool.try_map(&thin.state, bio.bio()) {
+            FastPath::Remap(data_sector) => {
+                bio.bio().set_sector(data_sector);
+                return bio.remap_to(&pool.data_dev);
+            }
+            FastPath::Zeroes => {
+                let (owned, outcome) = bio.take();
+                owned.zero_fill_and_end();
+                return outcome;
+            }
+            FastPath::Defer => {}
+        }
         let (owned, outcome) = bio.take();
         thin.state.queues.lock().deferred.push(owned);
         PoolObject::kick(pool);
