@@ -182,8 +182,11 @@ pub trait Target: Sized {
     type Private: ForeignOwnable + Send + Sync;
 
     /// Per-bio data the glue reserves in front of every bio this target maps (use `()` for
-    /// none). The glue writes `Default::default()` before [`Self::map`] sees it.
-    type PerBio: Copy + Default + Send;
+    /// none). The glue writes `Default::default()` before [`Self::map`] sees it and drops it
+    /// exactly once when the bio is done with this target: when `map` kills or requeues it, or
+    /// at its final completion (`end_io` returning anything but "incomplete"). It never moves
+    /// while the bio lives, so it may hold real state (an `Arc`, a list link).
+    type PerBio: Default + Send;
 
     /// Constructs an instance from a table line's arguments.
     ///

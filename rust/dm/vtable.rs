@@ -40,7 +40,9 @@ impl<T: Target> TargetVTable<T> {
         tt.ctr = Some(Self::ctr_callback);
         tt.dtr = Some(Self::dtr_callback);
         tt.map = Some(Self::map_callback);
-        tt.end_io = if T::HAS_END_IO {
+        // Per-bio data with a destructor is dropped when its bio completes, so the callback is
+        // needed even when the target has no `end_io` of its own.
+        tt.end_io = if T::HAS_END_IO || core::mem::needs_drop::<T::PerBio>() {
             Some(Self::end_io_callback)
         } else {
             None
@@ -210,7 +212,15 @@ impl<T: Target> TargetVTable<T> {
         // SAFETY: The bio is ours for the call; its per-bio data was just initialised and is
         // disjoint from it.
         let request = unsafe { MapRequest::new(bio, per_bio) };
-        T::map(private, ti, request).into_raw()
+        let code = T::map(private, ti, request).into_raw();
+        // dm core calls `end_io` only for bios that were remapped or submitted: the per-bio
+        // data of a killed or requeued bio is dropped here (a requeued bio is mapped afresh).
+        if code == dm::DM_MAPIO_KILL as c_int || code == dm::DM_MAPIO_REQUEUE as c_int {
+            // SAFETY: Initialised above; no `OwnedBio` exists for a killed or requeued bio, so
+            // nothing else refers to it, and it is dropped exactly once.
+            unsafe { core::ptr::drop_in_place(per_bio.as_ptr()) };
+        }
+        code
     }
 
     /// The per-bio data of `bio` (dangling but aligned for a zero-sized `T::PerBio`).
@@ -253,10 +263,23 @@ impl<T: Target> TargetVTable<T> {
         // SAFETY: dm core hands us the bio for the call; its per-bio data is initialised and
         // disjoint from it.
         let request = unsafe { EndIoRequest::new(bio, per_bio) };
-        let outcome = T::end_io(private, ti, request, &mut status);
+        let code = if T::HAS_END_IO {
+            T::end_io(private, ti, request, &mut status).into_raw()
+        } else {
+            request.done().into_raw()
+        };
         // SAFETY: `error` is valid (caller).
         unsafe { *error = status.0 };
-        outcome.into_raw()
+        // Unless the target kept the bio (`DM_ENDIO_INCOMPLETE`: it ends it again later, and
+        // this runs again), the bio's life with this target is over: drop its per-bio data.
+        if code != dm::DM_ENDIO_INCOMPLETE as c_int {
+            // SAFETY: Initialised by `map_callback`; the `EndIoRequest` was consumed and no
+            // `OwnedBio` of the bio exists (it was ended or submitted, which consumed it), so
+            // nothing else refers to it; this is the bio's last completion, so it is dropped
+            // exactly once.
+            unsafe { core::ptr::drop_in_place(per_bio.as_ptr()) };
+        }
+        code
     }
 
     /// `target_type.status`.

@@ -45,7 +45,9 @@ mod tests {
     /// moved by value; the one by-value temporary lives in this frame, gone before loading.
     #[inline(never)]
     fn unloaded(bm: &MemBlockManager) -> Result<KBox<TestPool>, Error> {
-        KBox::new(Pool::unloaded(bm.clone()), GFP_KERNEL).map_err(|_| Error::NoMemory)
+        // Allocated first and then written, so the compiler builds it in the heap slot.
+        let slot = KBox::<TestPool>::new_uninit(GFP_KERNEL).map_err(|_| Error::NoMemory)?;
+        Ok(slot.write(Pool::unloaded(bm.clone())))
     }
 
     /// Format a fresh pool with `DATA_BLOCKS` data blocks and commit.

@@ -235,7 +235,8 @@ impl PoolObject {
         let bm = BufioBlockManager::new(metadata_dev, data_dev.clone())
             .map_err(|e| CtrError::new(e, c"Error creating metadata object"))?;
         // `Pool` is ~6 KiB: built in its heap slot and loaded in place, never moved by value.
-        let mut engine = KBox::new(Engine::unloaded(bm), GFP_KERNEL)?;
+        // Allocated first and then written, so the compiler builds it in the heap slot.
+        let mut engine = KBox::<Engine>::new_uninit(GFP_KERNEL)?.write(Engine::unloaded(bm));
         let formatted = Engine::is_formatted(engine.block_manager()).map_err(open_error)?;
         if formatted {
             engine
