@@ -16,6 +16,11 @@ export KDIR
 RTHIN_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/rthin
 export RTHIN_CACHE
 export CARGO_TARGET_DIR ?= $(RTHIN_CACHE)/cargo-target
+# ... and the same Debian toolchain for userspace as for the kernel (see scripts/env.sh).
+export PATH := /usr/bin:/usr/sbin:/bin:/sbin:$(PATH)
+export RUSTC := /usr/bin/rustc
+export RUSTDOC := /usr/bin/rustdoc
+export CARGO_HOME := $(RTHIN_CACHE)/cargo-home
 
 .PHONY: all module setup kernel kernel-debug userspace demo check check-debug clippy fmt \
 	bench-metadata clean

@@ -117,6 +117,7 @@ summary() {
 }
 
 step setup scripts/setup.sh || true
+step toolchain scripts/toolchain.sh
 # KDIR=/path/to/built/kernel uses a kernel the user built (configured with qemu/kernel.config for
 # the guest tests); otherwise the cached guest kernel of the variant, built if missing.
 begin kernel

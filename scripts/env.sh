@@ -18,8 +18,14 @@ RTHIN_TPT_SUITE=trixie
 RTHIN_TPT_VERSION=1.1.0-4+b1
 
 # The kernel and every module must be built by the same rustc (E0514 otherwise): Debian's
-# rustc-web, never the rustup rustc that is first on PATH.
+# rustc-web, never a rustup rustc that may be first on PATH. Userspace uses the same toolchain
+# (cargo-web, rust-web-clippy, rustfmt-web: 1.96 from bookworm-security): /usr/bin comes first on
+# PATH, rustc is named explicitly, and cargo's home is in the cache (a ~/.cargo/bin would offer
+# rustup's cargo-clippy and cargo-fmt proxies before /usr/bin's).
 RTHIN_RUSTC=/usr/bin/rustc
+export PATH=/usr/bin:/usr/sbin:/bin:/sbin:$PATH
+export RUSTC=$RTHIN_RUSTC RUSTDOC=/usr/bin/rustdoc
+export CARGO_HOME=$RTHIN_CACHE/cargo-home
 RTHIN_RUSTDOC=/usr/bin/rustdoc
 RTHIN_BINDGEN_VERSION=0.72.1
 RTHIN_BINDGEN=$RTHIN_CACHE/tools/bindgen-$RTHIN_BINDGEN_VERSION/bin/bindgen

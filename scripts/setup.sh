@@ -4,10 +4,12 @@
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 
-# Debian 12 packages. rustc-web/rust-web-src (1.96) build the kernel and the module; rust-web-clippy
-# and rustfmt-web lint the module with the same compiler. Userspace crates use the machine's cargo.
+# Debian 12 packages. rustc-web/rust-web-src (1.96, bookworm-security) build the kernel and the
+# module; rust-web-clippy and rustfmt-web lint it with the same compiler; cargo-web builds
+# userspace, bindgen-cli and cargo-fuzz with it too (scripts/env.sh). g++: libFuzzer (fuzz crate);
+# git: the lint steps list the repository's files.
 packages=(
-  rustc-web rust-web-src rust-web-clippy rustfmt-web
+  rustc-web rust-web-src rust-web-clippy rustfmt-web cargo-web g++ git
   libclang-19-dev clang-19 gcc make flex bison bc cpio libelf-dev libssl-dev kmod xz-utils
   python3 qemu-system-x86 busybox-static dmsetup e2fsprogs fio util-linux pkg-config libdevmapper-dev
   shellcheck
