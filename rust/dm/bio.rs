@@ -345,6 +345,8 @@ pub struct OwnedBio<P> {
 // SAFETY: A bio owned by the target may be ended or submitted from any thread; `P: Send` covers
 // the per-bio data moving with it.
 unsafe impl<P: Send> Send for OwnedBio<P> {}
+// SAFETY: `&OwnedBio` gives access to nothing (every accessor takes `&mut self`).
+unsafe impl<P> Sync for OwnedBio<P> {}
 
 impl<P> OwnedBio<P> {
     /// The bio.

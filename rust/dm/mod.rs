@@ -25,6 +25,7 @@ mod limits;
 mod ratelimit;
 mod registration;
 mod result;
+mod rwsem;
 mod target;
 mod target_ref;
 mod vtable;
@@ -42,6 +43,7 @@ pub use limits::QueueLimits;
 pub use ratelimit::RateLimit;
 pub use registration::Registration;
 pub use result::ResultWriter;
+pub use rwsem::{ReadGuard, RwSemaphore, WriteGuard};
 pub use target::{
     enodata, eopnotsupp, BlkStatus, Borrowed, CtrError, IterationStop, StatusFlags, StatusType,
     Target, TargetFeatures,

@@ -111,7 +111,7 @@ pub(crate) fn handle(pool: &Arc<PoolObject>, args: &Args<'_>) -> Result {
         return Err(dm::eopnotsupp());
     }
     let msg = parse(args)?;
-    let mut meta = pool.meta.lock();
+    let mut meta = pool.meta.write();
     let r = run(pool, &mut meta, msg);
     if let Err(e) = r {
         if meta.engine.has_failed() {

@@ -94,7 +94,7 @@ impl PoolInstance {
         if mode == PoolMode::Fail {
             return out.write_str("Fail");
         }
-        let mut meta = pool.meta.lock();
+        let mut meta = pool.meta.write();
         // dm-thin commits first, unless asked not to or suspended.
         if !flags.noflush() && !pool.is_suspended() {
             worker::commit(pool, &mut meta);
@@ -129,7 +129,7 @@ impl PoolInstance {
     /// Binds the pool to this table and grows it to the devices (dm-thin's `pool_preresume`).
     fn preresume(&self, ti: &TargetRef) -> Result {
         let pool = self.pool.arc();
-        let mut meta = pool.meta.lock();
+        let mut meta = pool.meta.write();
         meta.config = self.config();
         if pool.mode() == PoolMode::Fail {
             return Ok(());
@@ -373,7 +373,7 @@ impl dm::Target for PoolTarget {
     fn resume(pool: &PoolInstance, ti: &TargetRef) {
         let object = pool.pool.arc();
         object.bind_events(ti.event_relay());
-        object.meta.lock().low_water_triggered = false;
+        object.meta.write().low_water_triggered = false;
         object.set_suspended(false);
         // Bios that waited for data space get another chance (or their ENOSPC, if the pool
         // is still full and now errors).
@@ -388,7 +388,7 @@ impl dm::Target for PoolTarget {
     fn postsuspend(pool: &PoolInstance, _ti: &TargetRef) {
         let object = pool.pool.arc();
         object.set_suspended(true);
-        let mut meta = object.meta.lock();
+        let mut meta = object.meta.write();
         worker::commit(object, &mut meta);
     }
 

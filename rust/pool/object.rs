@@ -8,14 +8,18 @@
 //! thin tables, and shut down when the last of them goes. It therefore holds counted
 //! [`BlockDevice`] handles, never a table's `DmDev`.
 //!
-//! Locking: `meta` (a mutex) serialises every metadata operation; the worker holds it for a
-//! batch of bios. Thin `map`/`end_io` never take it: they queue bios under their `ThinState`'s
-//! irq-safe lock and kick the worker.
+//! Locking: `meta` (a reader-writer semaphore) serialises every metadata change; the worker
+//! holds its write side for a batch of bios. Thin `map` only tries its read side (never
+//! waiting) to resolve provisioned blocks; otherwise it and `end_io` queue bios under their
+//! `ThinState`'s irq-safe lock and kick the worker.
 
 use super::{bufio_bm::BufioBlockManager, registry::PoolKey, thin_state::ThinState};
 use crate::{
-    dm::{Bio, BioOp, BlkStatus, BlockDevice, CtrError, EventRelay, Kcopyd, OwnedQueue},
+    dm::{
+        Bio, BioOp, BlkStatus, BlockDevice, CtrError, EventRelay, Kcopyd, OwnedQueue, RwSemaphore,
+    },
     metadata::{self, Error as MetaError},
+    new_rwsem,
 };
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use kernel::{
@@ -112,8 +116,10 @@ pub(crate) struct PoolObject {
     dying: AtomicBool,
     /// Seconds spent out of data space so far (the no-space timeout's clock).
     no_space_seconds: AtomicU32,
+    /// Written by the worker, messages, status and suspend/resume; read without waiting by
+    /// `map` to resolve provisioned blocks.
     #[pin]
-    pub(crate) meta: Mutex<MetaState>,
+    pub(crate) meta: RwSemaphore<MetaState>,
     #[pin]
     pub(crate) thins: Mutex<KVec<Arc<ThinState>>>,
     /// Raises the table event of the pool table most recently resumed.
@@ -169,14 +175,14 @@ impl workqueue::WorkItem<2> for PoolObject {
             PoolObject::arm_no_space_timer(&this);
             return;
         }
-        if this.meta.lock().config.error_if_no_space {
+        if this.meta.write().config.error_if_no_space {
             return;
         }
         pr_warn!(
             "{}: switching pool to out-of-data-space (error IO) mode\n",
             this.key.pool_md
         );
-        this.meta.lock().config.error_if_no_space = true;
+        this.meta.write().config.error_if_no_space = true;
         for thin in this.thins.lock().iter() {
             let mut waiting = thin.queues.lock().no_space.take();
             while let Some(bio) = waiting.pop() {
@@ -275,7 +281,7 @@ impl PoolObject {
                 suspended: AtomicBool::new(true),
                 dying: AtomicBool::new(false),
                 no_space_seconds: AtomicU32::new(0),
-                meta <- new_mutex!(meta, "PoolObject::meta"),
+                meta <- new_rwsem!(meta, "PoolObject::meta"),
                 thins <- new_mutex!(KVec::new(), "PoolObject::thins"),
                 events <- new_mutex!(None, "PoolObject::events"),
                 work <- new_work!("PoolObject::work"),
@@ -381,7 +387,7 @@ impl PoolObject {
         crate::dm::flush_delayed_work(&self.commit_timer);
         crate::dm::flush_delayed_work(&self.no_space_timer);
         self.wq.flush();
-        let mut meta = self.meta.lock();
+        let mut meta = self.meta.write();
         if self.mode().metadata_writable() {
             if let Err(e) = meta.engine.commit() {
                 pr_err!("{}: commit at shutdown failed: {:?}\n", self.key.pool_md, e);
@@ -402,7 +408,7 @@ impl PoolObject {
         if bio.is_preflush() || bio.is_fua() {
             return FastPath::Defer;
         }
-        let Some(meta) = self.meta.try_lock() else {
+        let Some(meta) = self.meta.try_read() else {
             return FastPath::Defer;
         };
         let bs = u64::from(self.block_size);

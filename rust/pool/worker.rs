@@ -46,7 +46,7 @@ pub(super) fn run(pool: &Arc<PoolObject>) {
             return;
         }
     };
-    let mut meta = pool.meta.lock();
+    let mut meta = pool.meta.write();
     let mut worker = Worker {
         pool,
         meta: &mut meta,

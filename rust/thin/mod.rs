@@ -98,7 +98,7 @@ impl dm::Target for ThinTarget {
                 c"Couldn't open thin device, Pool is in fail mode",
             ));
         }
-        let exists = object.meta.lock().engine.device_exists(dev_id);
+        let exists = object.meta.read().engine.device_exists(dev_id);
         match exists {
             Ok(true) => {}
             Ok(false) => {
@@ -248,7 +248,7 @@ impl ThinInstance {
         let pool = self.pool.pool();
         let bs = u64::from(pool.block_size);
         let counts = {
-            let meta = pool.meta.lock();
+            let meta = pool.meta.read();
             meta.engine.device_details(self.dev_id).and_then(|d| {
                 let highest = meta.engine.highest_mapped(self.dev_id)?;
                 Ok::<_, MetaError>((d.mapped_blocks, highest))
