@@ -7,9 +7,10 @@ set -euo pipefail
 # Debian 12 packages. rustc-web/rust-web-src (1.96, bookworm-security) build the kernel and the
 # module; rust-web-clippy and rustfmt-web lint it with the same compiler; cargo-web builds
 # userspace, bindgen-cli and cargo-fuzz with it too (scripts/env.sh). g++: libFuzzer (fuzz crate);
-# git: the lint steps list the repository's files.
+# git: the lint steps list the repository's files. ca-certificates: cargo fetches crates over
+# https (a minimal Debian has no CA bundle).
 packages=(
-  rustc-web rust-web-src rust-web-clippy rustfmt-web cargo-web g++ git
+  rustc-web rust-web-src rust-web-clippy rustfmt-web cargo-web g++ git ca-certificates
   libclang-19-dev clang-19 gcc make flex bison bc cpio libelf-dev libssl-dev kmod xz-utils
   python3 qemu-system-x86 busybox-static dmsetup e2fsprogs fio util-linux pkg-config libdevmapper-dev
   shellcheck
