@@ -96,6 +96,9 @@ pub(crate) struct MetaState {
     pub(crate) config: PoolConfig,
     /// The low water mark event fired since the last resume.
     pub(crate) low_water_triggered: bool,
+    /// Free metadata (reserve included) is at or below the metadata threshold: the edge-
+    /// triggered event has fired and re-arms when space comes back above it.
+    pub(crate) metadata_threshold_reached: bool,
 }
 
 /// A pool object.
@@ -268,6 +271,7 @@ impl PoolObject {
             pending: KVec::new(),
             config: p.config,
             low_water_triggered: false,
+            metadata_threshold_reached: false,
         };
         let pool = Arc::pin_init(
             try_pin_init!(Self {

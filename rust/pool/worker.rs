@@ -80,6 +80,7 @@ pub(super) fn run(pool: &Arc<PoolObject>) {
     } else {
         true
     };
+    check_metadata_threshold(pool, &mut meta);
     let still_dirty = meta.engine.has_uncommitted_changes();
     drop(meta);
 
@@ -111,6 +112,25 @@ fn clone_thins(pool: &PoolObject) -> Result<KVec<Arc<ThinState>>> {
         out.push(t.clone(), GFP_KERNEL)?;
     }
     Ok(out)
+}
+
+/// dm-thin's metadata threshold event (from its metadata space map): raised once when free
+/// metadata blocks, the reserve included, fall to min(1024, a quarter of the device), and again
+/// only after they have risen above it.
+fn check_metadata_threshold(pool: &Arc<PoolObject>, meta: &mut MetaState) {
+    let e = &meta.engine;
+    let threshold = core::cmp::min(1024, e.metadata_nr_blocks() / 4);
+    let below = e.metadata_free_blocks_raw() <= threshold;
+    if below && !meta.metadata_threshold_reached {
+        pr_warn!(
+            "{}: reached low water mark for metadata device: sending event.\n",
+            pool.key.pool_md
+        );
+        meta.metadata_threshold_reached = true;
+        pool.raise_event();
+    } else if !below {
+        meta.metadata_threshold_reached = false;
+    }
 }
 
 /// Commits; on failure handles it as a failed metadata operation. Returns whether it worked.

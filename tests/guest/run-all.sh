@@ -1,6 +1,8 @@
 #!/bin/bash
 # Runs inside the guest (qemu/run -- /rthin/tests/guest/run-all.sh [RESULTS_DIR]): every
-# tests/guest/[0-9]*.sh in order, then the module's KUnit suites. Prints the PASS/FAIL/SKIP lines
+# tests/guest/[0-9]*.sh in order, then the data-path suites tests/guest/datapath/[0-9]*.sh (on
+# our targets: POOL_TARGET/THIN_TARGET default to rthin-pool/rthin), then the module's KUnit
+# suites. Prints the PASS/FAIL/SKIP lines
 # of each test script; a script that reports no result, or fails without a FAIL line, gets a FAIL
 # line here. KUnit's KTAP documents go to RESULTS_DIR/kunit/<suite>.ktap for the host to parse
 # with the kernel's kunit.py and to check against tests/expected-suites.txt; a document that
@@ -16,9 +18,9 @@ if ! mkdir -p "$results/kunit" || ! : >"$results/kunit/.written"; then
 fi
 rm -f "$results/kunit/.written"
 
-for t in "$here"/[0-9]*.sh; do
+for t in "$here"/[0-9]*.sh "$here"/datapath/[0-9]*.sh; do
   [ -e "$t" ] || continue
-  name=$(basename "$t")
+  name=${t#"$here"/}
   echo "=== $name"
   sh "$t" 2>&1 | tee "$out"
   rc=${PIPESTATUS[0]}
@@ -31,6 +33,7 @@ for t in "$here"/[0-9]*.sh; do
   fi
   # Leave the next test a clean slate even when this one failed half-way.
   dmsetup remove_all >/dev/null 2>&1
+  losetup -D >/dev/null 2>&1
   rmmod dm_rthin >/dev/null 2>&1
 done
 
