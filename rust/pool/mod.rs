@@ -95,8 +95,9 @@ impl PoolInstance {
             return out.write_str("Fail");
         }
         let mut meta = pool.meta.write();
-        // dm-thin commits first, unless asked not to or suspended.
-        if !flags.noflush() && !pool.is_suspended() {
+        // dm-thin commits first, unless asked not to or suspended (and we skip it while
+        // whole-block writes to new blocks are in flight, see the worker's periodic commit).
+        if !flags.noflush() && !pool.is_suspended() && meta.pending.is_empty() {
             worker::commit(pool, &mut meta);
         }
         let e = &meta.engine;

@@ -143,7 +143,7 @@ impl dm::Target for ThinTarget {
             None => None,
         };
         let state = ThinState::new(dev_id, origin_bdev)?;
-        object.add_thin(state.clone())?;
+        let registered = state.clone();
 
         let instance = try_pin_init!(ThinInstance {
             pool,
@@ -153,7 +153,11 @@ impl dm::Target for ThinTarget {
             state,
             io_error_log <- RateLimit::new(),
         }? Error);
-        KBox::pin_init(instance, GFP_KERNEL).map_err(|e| CtrError::new(e, c"Out of memory"))
+        let instance =
+            KBox::pin_init(instance, GFP_KERNEL).map_err(|e| CtrError::new(e, c"Out of memory"))?;
+        // Registered only now: the instance's drop unregisters it, on every path.
+        instance.pool.pool().add_thin(registered)?;
+        Ok(instance)
     }
 
     fn map<'a>(
