@@ -389,6 +389,14 @@ impl<P> OwnedBio<P> {
         unsafe { dm::dm_submit_bio_remap(bio, core::ptr::null_mut()) };
     }
 
+    /// Zeroes all of the bio's data, then shortens it to its first `sectors` sectors (no-op if
+    /// it is not longer): for a read whose tail lies past the end of the device it will be sent
+    /// to, which then stays zero.
+    pub fn zero_fill_and_truncate(&mut self, sectors: u32) {
+        // SAFETY: By the type invariant we own the bio; shortening it only drops its tail.
+        unsafe { dm::rthin_bio_zero_fill_and_truncate(self.bio.as_ptr(), sectors) };
+    }
+
     /// Completes a read with zeroes in all its remaining data (`zero_fill_bio()`), successfully.
     pub fn zero_fill_and_end(self) {
         let bio = self.into_raw();

@@ -58,6 +58,18 @@ void rthin_bio_zero_fill_and_end(struct bio *bio)
 	bio_endio(bio);
 }
 
+/*
+ * Zero all data of @bio, then shorten it to its first @sectors (a read whose tail lies past
+ * the end of the device it is sent to: the tail stays zero, as dm-thin does for external
+ * origins).
+ */
+void rthin_bio_zero_fill_and_truncate(struct bio *bio, unsigned int sectors)
+{
+	zero_fill_bio(bio);
+	if (sectors < bio_sectors(bio))
+		bio->bi_iter.bi_size = sectors << SECTOR_SHIFT;
+}
+
 sector_t rthin_bdev_nr_sectors(struct block_device *bdev)
 {
 	return bdev_nr_sectors(bdev);

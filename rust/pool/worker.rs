@@ -297,7 +297,14 @@ impl Worker<'_> {
             Some(m) => self.provision(thin, bio, vblock, offset, Some(m.data_block), after_commit),
             None if is_write => self.provision(thin, bio, vblock, offset, None, after_commit),
             None => match &thin.origin {
-                Some(origin) if sector < origin.nr_sectors() => bio.submit_to(origin),
+                Some(origin) if sector < origin.nr_sectors() => {
+                    // Past the origin's end reads zeroes (dm-thin's process_bio).
+                    let within = origin.nr_sectors() - sector;
+                    if within < u64::from(bio.bio().sectors()) {
+                        bio.zero_fill_and_truncate(within as u32);
+                    }
+                    bio.submit_to(origin)
+                }
                 _ => bio.zero_fill_and_end(),
             },
         }
