@@ -152,6 +152,9 @@ else
   watchdog=''
   if [ -c /dev/ttyS2 ] && (: </dev/ttyS2) 2>/dev/null; then
     stty -F /dev/ttyS2 -echo 2>/dev/null
+    # (opened here, before its node goes: the reader is a child that may start late)
+    exec 8</dev/ttyS2
+    rm -f /dev/ttyS2
     (
       while read -r request; do
         case $request in dump)
@@ -159,9 +162,9 @@ else
           dump_blocked ;;
         esac
       done
-    ) </dev/ttyS2 9>&- &
+    ) <&8 9>&- &
     watchdog=$!
-    rm -f /dev/ttyS2
+    exec 8<&-
   fi
   "$@" /rthin/run/job </dev/null 9>&-
   rc=$?

@@ -4,7 +4,8 @@
 #   scripts/check.sh [--guest-only]
 #
 # Each check contributes one or more results to $results (one "PASS name", "FAIL name: why" or
-# "SKIP name: why" per line); the last line printed is "N passed, N failed, N skipped" and the exit
+# "SKIP name: why" per line); the last two lines printed are "N skipped" and "N passed, N failed"
+# (the README's contract: the last line is exactly that), and the exit
 # status is non-zero if anything failed. Skips (an #[ignore]d cargo test, a KUnit case that
 # skipped itself) do not fail the run but are listed by name. A step that cannot even run (build
 # error, crash) or that reports no result at all is itself counted as a failure, and so is a
@@ -28,7 +29,8 @@ rm -rf "$logdir" && mkdir -p "$logdir"
 # A result that cannot be stored would vanish from the count: stop instead.
 results_lost() {
   echo "FAIL check: cannot write the results file $results (disk full?); the run is void" >&2
-  echo "0 passed, 1 failed, 0 skipped"
+  echo "0 skipped"
+  echo "0 passed, 1 failed"
   exit 1
 }
 record() { printf '%s\n' "$@" >>"$results" || results_lost; }
