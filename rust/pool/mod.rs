@@ -119,10 +119,7 @@ impl PoolInstance {
             discard,
             error_if_no_space: meta.config.error_if_no_space,
             needs_check: e.needs_check(),
-            metadata_device_blocks: core::cmp::min(
-                e.block_manager().nr_blocks(),
-                crate::metadata::sm_metadata::MAX_METADATA_BLOCKS,
-            ),
+            metadata_device_blocks: metadata_device_blocks(e),
         }
         .emit(out)
     }
@@ -170,10 +167,7 @@ impl PoolInstance {
             );
             return Err(EINVAL);
         }
-        let metadata_blocks = core::cmp::min(
-            meta.engine.block_manager().nr_blocks(),
-            crate::metadata::sm_metadata::MAX_METADATA_BLOCKS,
-        );
+        let metadata_blocks = metadata_device_blocks(&meta.engine);
         let current_meta = meta.engine.metadata_nr_blocks();
         if metadata_blocks < current_meta {
             pr_err!(
@@ -217,6 +211,14 @@ impl PoolInstance {
         }
         Ok(())
     }
+}
+
+/// The metadata device's size in 4 KiB blocks, capped at what the space map can address.
+fn metadata_device_blocks(engine: &object::Engine) -> u64 {
+    core::cmp::min(
+        engine.block_manager().nr_blocks(),
+        crate::metadata::sm_metadata::MAX_METADATA_BLOCKS,
+    )
 }
 
 /// Whether the data device can take the discards passdown sends (whole data blocks).

@@ -381,8 +381,7 @@ impl Worker<'_> {
             bio.end(BlkStatus::IOERR);
             return;
         }
-        if let Err(e) = self.engine().insert(thin.dev_id, vblock, data_block) {
-            metadata_failed(self.pool, self.meta, "insert", e);
+        if !self.map_block(thin.dev_id, vblock, data_block) {
             bio.end(BlkStatus::IOERR);
             return;
         }
@@ -463,8 +462,7 @@ impl Worker<'_> {
             bio.end(BlkStatus::IOERR);
             return;
         }
-        if let Err(e) = self.engine().insert(thin.dev_id, vblock, data_block) {
-            metadata_failed(self.pool, self.meta, "insert", e);
+        if !self.map_block(thin.dev_id, vblock, data_block) {
             bio.end(BlkStatus::IOERR);
             return;
         }
@@ -566,6 +564,18 @@ impl Worker<'_> {
             );
             self.meta.low_water_triggered = true;
             self.pool.raise_event();
+        }
+    }
+
+    /// Maps `vblock` of thin `dev_id` to `data_block`; a failure is handled as a failed metadata
+    /// operation. Returns whether it worked.
+    fn map_block(&mut self, dev_id: u64, vblock: u64, data_block: u64) -> bool {
+        match self.engine().insert(dev_id, vblock, data_block) {
+            Ok(()) => true,
+            Err(e) => {
+                metadata_failed(self.pool, self.meta, "insert", e);
+                false
+            }
         }
     }
 
