@@ -196,43 +196,20 @@ void rthin_memalloc_noio_restore(unsigned int flags)
 	memalloc_noio_restore(flags);
 }
 
-struct rthin_kcopyd_wait {
-	struct completion done;
-	int error;
-};
-
-static void rthin_kcopyd_notify(int read_err, unsigned long write_err, void *context)
+void rthin_kcopyd_zero(struct dm_kcopyd_client *kc, struct block_device *bdev, sector_t sector,
+		       sector_t count, rthin_kcopyd_done_fn fn, void *context)
 {
-	struct rthin_kcopyd_wait *w = context;
-
-	w->error = (read_err || write_err) ? -EIO : 0;
-	complete(&w->done);
-}
-
-int rthin_kcopyd_zero_sync(struct dm_kcopyd_client *kc, struct block_device *bdev,
-			   sector_t sector, sector_t count)
-{
-	struct rthin_kcopyd_wait w;
 	struct dm_io_region to = { .bdev = bdev, .sector = sector, .count = count };
 
-	init_completion(&w.done);
-	w.error = 0;
-	dm_kcopyd_zero(kc, 1, &to, 0, rthin_kcopyd_notify, &w);
-	wait_for_completion_io(&w.done);
-	return w.error;
+	dm_kcopyd_zero(kc, 1, &to, 0, fn, context);
 }
 
-int rthin_kcopyd_copy_sync(struct dm_kcopyd_client *kc, struct block_device *from,
-			   sector_t from_sector, struct block_device *to, sector_t to_sector,
-			   sector_t count)
+void rthin_kcopyd_copy(struct dm_kcopyd_client *kc, struct block_device *from,
+		       sector_t from_sector, struct block_device *to, sector_t to_sector,
+		       sector_t count, rthin_kcopyd_done_fn fn, void *context)
 {
-	struct rthin_kcopyd_wait w;
 	struct dm_io_region src = { .bdev = from, .sector = from_sector, .count = count };
 	struct dm_io_region dst = { .bdev = to, .sector = to_sector, .count = count };
 
-	init_completion(&w.done);
-	w.error = 0;
-	dm_kcopyd_copy(kc, &src, 1, &dst, 0, rthin_kcopyd_notify, &w);
-	wait_for_completion_io(&w.done);
-	return w.error;
+	dm_kcopyd_copy(kc, &src, 1, &dst, 0, fn, context);
 }

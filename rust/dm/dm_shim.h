@@ -58,12 +58,16 @@ void rthin_flush_workqueue(struct workqueue_struct *wq);
 unsigned int rthin_memalloc_noio_save(void);
 void rthin_memalloc_noio_restore(unsigned int flags);
 
-/* dm-kcopyd: synchronous zero and copy (the caller sleeps until the I/O is done). */
-int rthin_kcopyd_zero_sync(struct dm_kcopyd_client *kc, struct block_device *bdev,
-			   sector_t sector, sector_t count);
-int rthin_kcopyd_copy_sync(struct dm_kcopyd_client *kc, struct block_device *from,
-			   sector_t from_sector, struct block_device *to, sector_t to_sector,
-			   sector_t count);
+/*
+ * dm-kcopyd: zero and copy without waiting. `fn(read_err, write_err, context)` runs once, on
+ * kcopyd's thread, when the job is done.
+ */
+typedef void (*rthin_kcopyd_done_fn)(int read_err, unsigned long write_err, void *context);
+void rthin_kcopyd_zero(struct dm_kcopyd_client *kc, struct block_device *bdev, sector_t sector,
+		       sector_t count, rthin_kcopyd_done_fn fn, void *context);
+void rthin_kcopyd_copy(struct dm_kcopyd_client *kc, struct block_device *from,
+		       sector_t from_sector, struct block_device *to, sector_t to_sector,
+		       sector_t count, rthin_kcopyd_done_fn fn, void *context);
 
 /* Module parameters defined in C (writable through sysfs). */
 unsigned int rthin_no_space_timeout_secs(void);

@@ -38,7 +38,7 @@ pub use bufio::{BufferMut, BufferRef, BufioClient};
 pub use device::{DevHandle, DevT, DeviceVisitor, DmDev, OpenMode};
 pub use instance::EventRelay;
 pub use irq_lock::{SpinLockIrq, SpinLockIrqBackend, SpinLockIrqGuard};
-pub use kcopyd::Kcopyd;
+pub use kcopyd::{Kcopyd, KcopydDone};
 pub use limits::QueueLimits;
 pub use ratelimit::RateLimit;
 pub use registration::Registration;

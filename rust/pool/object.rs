@@ -90,8 +90,13 @@ pub(crate) struct MetaState {
     pub(crate) engine: KBox<Engine>,
     /// When the last commit happened (dm-thin commits at least every second when dirty).
     pub(crate) last_commit: Instant<Monotonic>,
-    /// Provisioning whole-block writes in flight.
+    /// Virtual blocks being provisioned: a whole-block write or a kcopyd fill in flight.
     pub(crate) pending: KVec<Pending>,
+    /// Zeroes and copies new blocks. Here rather than in the pool object so that the last
+    /// table's `shut_down` destroys it, in process context with a reference to the pool still
+    /// held: a kcopyd callback then never drops the last reference to the pool (which would
+    /// destroy the client from its own thread).
+    pub(crate) kcopyd: Option<Kcopyd>,
     /// The active pool table's settings.
     pub(crate) config: PoolConfig,
     /// The low water mark event fired since the last resume.
@@ -110,7 +115,6 @@ pub(crate) struct PoolObject {
     /// Whether discards were enabled when the pool object was created.
     pub(crate) discard_enabled: bool,
     pub(crate) data_dev: Arc<BlockDevice>,
-    pub(crate) kcopyd: Kcopyd,
     wq: OwnedQueue,
     mode: AtomicU8,
     /// Set in postsuspend, cleared in resume (thin tables cannot be created meanwhile).
@@ -269,6 +273,7 @@ impl PoolObject {
             engine,
             last_commit: Instant::now(),
             pending: KVec::new(),
+            kcopyd: Some(kcopyd),
             config: p.config,
             low_water_triggered: false,
             metadata_threshold_reached: false,
@@ -279,7 +284,6 @@ impl PoolObject {
                 block_size: p.block_size,
                 discard_enabled: p.discard_enabled,
                 data_dev,
-                kcopyd,
                 wq,
                 mode: AtomicU8::new(mode as u8),
                 suspended: AtomicBool::new(true),
@@ -383,8 +387,9 @@ impl PoolObject {
 
     /// Called when the last table lets go: no more work is queued, pending work has run.
     ///
-    /// Process context. After it returns no work item holds a reference to the pool, so the
-    /// last reference is dropped by the caller, never by the worker (whose queue the pool owns).
+    /// Process context. After it returns no work item and no kcopyd job holds a reference to
+    /// the pool, so the last reference is dropped by the caller, never by the worker (whose
+    /// queue the pool owns) or a kcopyd callback (whose client the pool owns).
     pub(crate) fn shut_down(&self) {
         self.dying.store(true, Ordering::Release);
         *self.events.lock() = None;
@@ -397,6 +402,11 @@ impl PoolObject {
                 pr_err!("{}: commit at shutdown failed: {:?}\n", self.key.pool_md, e);
             }
         }
+        // No table is left, so no bio and no kcopyd job of ours is in flight; destroying the
+        // client (which waits for its jobs) here makes that certain.
+        let kcopyd = meta.kcopyd.take();
+        drop(meta);
+        drop(kcopyd);
     }
 
     /// Decides a thin bio in `map` when that needs no metadata change and no I/O: a read or

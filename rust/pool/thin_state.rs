@@ -5,8 +5,9 @@
 //!
 //! A thin table's `map` puts every bio on its `ThinState`'s deferred list and kicks the pool
 //! worker; `end_io` puts bios whose freshly provisioned block has been written on the
-//! `provisioned` list (their mapping is inserted only then, see `worker.rs`). Both run without
-//! sleeping, `end_io` possibly in interrupt context, hence the irq-safe lock.
+//! `provisioned` list (their mapping is inserted only then, see `worker.rs`), and kcopyd puts
+//! bios whose new block it has zeroed or copied on the `filled` list. None of them sleeps,
+//! `end_io` runs possibly in interrupt context, hence the irq-safe lock.
 
 use crate::dm::{BioList, BlockDevice, SpinLockIrq};
 use crate::new_spinlock_irq;
@@ -17,12 +18,15 @@ use kernel::{prelude::*, sync::Arc};
 pub(crate) struct ThinBio {
     /// What the worker did with the bio.
     pub(crate) stage: Stage,
-    /// Virtual block the bio writes (for [`Stage::Overwrite`]).
+    /// Virtual block the bio writes (for [`Stage::Overwrite`] and [`Stage::Filling`]).
     pub(crate) vblock: u64,
-    /// Newly allocated data block it writes (for [`Stage::Overwrite`]).
+    /// Newly allocated data block it writes (for [`Stage::Overwrite`] and [`Stage::Filling`]).
     pub(crate) data_block: u64,
-    /// Whether the data write succeeded (set by `end_io`).
+    /// Whether the data write (set by `end_io`) or the fill (set by kcopyd) succeeded.
     pub(crate) write_ok: bool,
+    /// For [`Stage::Filling`]: sectors at the end of the block still to zero once the current
+    /// kcopyd job is done (a block copied from an external origin that ends inside it).
+    pub(crate) zero_tail: u64,
 }
 
 /// Where a thin bio is in its life.
@@ -36,6 +40,9 @@ pub(crate) enum Stage {
     Overwrite,
     /// Handed back once already; its second completion is final.
     Finished,
+    /// A partial write waiting for kcopyd to zero or copy its new block; it is remapped and sent
+    /// once the block is filled and mapped.
+    Filling,
 }
 
 /// Bios of one thin table waiting for the worker.
@@ -45,6 +52,8 @@ pub(crate) struct ThinQueues {
     pub(crate) deferred: BioList<ThinBio>,
     /// Whole-block writes whose data reached the disk (from `end_io`).
     pub(crate) provisioned: BioList<ThinBio>,
+    /// Partial writes whose new block kcopyd has filled (or failed to).
+    pub(crate) filled: BioList<ThinBio>,
     /// Bios waiting for data space (the pool is out of data space, `queue_if_no_space`).
     pub(crate) no_space: BioList<ThinBio>,
 }
@@ -54,15 +63,15 @@ pub(crate) struct ThinQueues {
 pub(crate) struct ThinState {
     /// The thin device id in the metadata.
     pub(crate) dev_id: u64,
-    /// External origin, read for unprovisioned blocks.
-    pub(crate) origin: Option<BlockDevice>,
+    /// External origin, read for unprovisioned blocks (counted: kcopyd jobs hold it too).
+    pub(crate) origin: Option<Arc<BlockDevice>>,
     #[pin]
     pub(crate) queues: SpinLockIrq<ThinQueues>,
 }
 
 impl ThinState {
     /// A state for thin `dev_id`.
-    pub(crate) fn new(dev_id: u64, origin: Option<BlockDevice>) -> Result<Arc<Self>> {
+    pub(crate) fn new(dev_id: u64, origin: Option<Arc<BlockDevice>>) -> Result<Arc<Self>> {
         Arc::pin_init(
             try_pin_init!(Self {
                 dev_id,

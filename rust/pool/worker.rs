@@ -25,12 +25,44 @@ use super::{
     thin_state::{Stage, ThinBio, ThinState},
 };
 use crate::{
-    dm::{BioList, BioOp, BlkStatus, NoIoScope, OwnedBio},
+    dm::{BioList, BioOp, BlkStatus, BlockDevice, KcopydDone, NoIoScope, OwnedBio},
     metadata::{Error as MetaError, Space},
 };
 use kernel::{prelude::*, sync::Arc, time::Delta};
 
 type ThinOwnedBio = OwnedBio<ThinBio>;
+
+/// What a partial write's new block is filled with before the write lands in it.
+struct Fill {
+    /// Copied from this device at this sector; zeroes when `None`.
+    source: Option<(Arc<BlockDevice>, u64)>,
+    /// Sectors at the start of the block.
+    count: u64,
+    /// Sectors after those still to zero (once the copy is done).
+    zero_tail: u64,
+}
+
+/// A bio waiting for kcopyd to fill its new block: handed back to the worker when done.
+struct FillDone {
+    pool: Arc<PoolObject>,
+    thin: Arc<ThinState>,
+    bio: ThinOwnedBio,
+}
+
+impl KcopydDone for FillDone {
+    fn done(self, ok: bool) {
+        let FillDone {
+            pool,
+            thin,
+            mut bio,
+        } = self;
+        bio.per_bio().write_ok &= ok;
+        thin.queues.lock().filled.push(bio);
+        // While the bio is in flight its thin table, and so a handle to the pool, exists: this
+        // is never the last reference to the pool (see `PoolObject::shut_down`).
+        PoolObject::kick(&pool);
+    }
+}
 
 /// Commit at least this often while the metadata has changes.
 const COMMIT_PERIOD_MS: i64 = 1000;
@@ -56,12 +88,15 @@ pub(super) fn run(pool: &Arc<PoolObject>) {
     let mut after_commit: KVec<BioList<ThinBio>> = KVec::new();
     for thin in thins.iter() {
         let mut waiting = BioList::new();
-        let (mut provisioned, mut deferred) = {
+        let (mut provisioned, mut filled, mut deferred) = {
             let mut q = thin.queues.lock();
-            (q.provisioned.take(), q.deferred.take())
+            (q.provisioned.take(), q.filled.take(), q.deferred.take())
         };
         while let Some(bio) = provisioned.pop() {
             worker.finish_overwrite(thin, bio, &mut waiting);
+        }
+        while let Some(bio) = filled.pop() {
+            worker.finish_fill(thin, bio, &mut waiting);
         }
         while let Some(bio) = deferred.pop() {
             worker.process(thin, bio, &mut waiting);
@@ -346,36 +381,154 @@ impl Worker<'_> {
             }
         };
         let bs = self.block_sectors();
-        let whole_block = offset == 0 && u64::from(bio.bio().sectors()) == bs;
-        if whole_block {
-            // Mapped when the data is on disk: see `finish_overwrite`.
-            let pending = Pending {
-                dev_id: thin.dev_id,
-                vblock,
-                waiting: KVec::new(),
-            };
-            if self.meta.pending.push(pending, GFP_KERNEL).is_err() {
-                self.release(data_block);
-                bio.end(BlkStatus::IOERR);
-                return;
-            }
-            *bio.per_bio() = ThinBio {
-                stage: Stage::Overwrite,
-                vblock,
-                data_block,
-                write_ok: false,
-            };
-            bio.bio().set_sector(data_block * bs);
-            bio.submit_to(&self.pool.data_dev);
+        if !self.add_pending(thin.dev_id, vblock) {
+            self.release(data_block);
+            bio.end(BlkStatus::IOERR);
             return;
         }
+        let whole_block = offset == 0 && u64::from(bio.bio().sectors()) == bs;
+        let fill = if whole_block {
+            None
+        } else {
+            self.fill_for(thin, vblock, shared)
+        };
+        *bio.per_bio() = ThinBio {
+            stage: Stage::Filling,
+            vblock,
+            data_block,
+            write_ok: true,
+            zero_tail: 0,
+        };
+        match fill {
+            None if whole_block => {
+                // Mapped when the data is on disk: see `finish_overwrite`.
+                bio.per_bio().stage = Stage::Overwrite;
+                bio.per_bio().write_ok = false;
+                bio.bio().set_sector(data_block * bs);
+                bio.submit_to(&self.pool.data_dev);
+            }
+            // Nothing to fill (`skip_block_zeroing`): map and send it now.
+            None => self.finish_fill(thin, bio, after_commit),
+            Some(fill) => {
+                bio.per_bio().zero_tail = fill.zero_tail;
+                self.start_fill(thin, bio, fill.source, fill.count);
+            }
+        }
+    }
 
-        if let Err(e) = self.prepare_block(thin, vblock, data_block, shared) {
+    /// What must be written into a new block before a partial write to `vblock` lands in it: a
+    /// copy of the shared block, of the external origin's block (zeroes past the origin's end),
+    /// or zeroes (unless `skip_block_zeroing`). `None`: nothing.
+    fn fill_for(&self, thin: &ThinState, vblock: u64, shared: Option<u64>) -> Option<Fill> {
+        let bs = self.block_sectors();
+        if let Some(old) = shared {
+            return Some(Fill {
+                source: Some((self.pool.data_dev.clone(), old * bs)),
+                count: bs,
+                zero_tail: 0,
+            });
+        }
+        if let Some(origin) = &thin.origin {
+            let start = vblock * bs;
+            let size = origin.nr_sectors();
+            if start < size {
+                let n = core::cmp::min(bs, size - start);
+                return Some(Fill {
+                    source: Some((origin.clone(), start)),
+                    count: n,
+                    zero_tail: bs - n,
+                });
+            }
+        }
+        self.meta.config.zero_new_blocks.then_some(Fill {
+            source: None,
+            count: bs,
+            zero_tail: 0,
+        })
+    }
+
+    /// Starts a kcopyd job writing `count` sectors at the start of the bio's new block: a copy
+    /// from `source` (device, sector), or zeroes. The bio comes back on its thin's `filled`
+    /// list (see `finish_fill`).
+    fn start_fill(
+        &mut self,
+        thin: &Arc<ThinState>,
+        mut bio: ThinOwnedBio,
+        source: Option<(Arc<BlockDevice>, u64)>,
+        count: u64,
+    ) {
+        let pool = self.pool;
+        let to = bio.per_bio().data_block * self.block_sectors();
+        let job = FillDone {
+            pool: pool.clone(),
+            thin: thin.clone(),
+            bio,
+        };
+        let Some(kcopyd) = self.meta.kcopyd.as_ref() else {
+            // Only after `shut_down`, when no bio can reach the worker.
+            job.done(false);
+            return;
+        };
+        let started = match source {
+            Some((from, from_sector)) => {
+                kcopyd.copy(&from, from_sector, &pool.data_dev, to, count, job)
+            }
+            None => kcopyd.zero(&pool.data_dev, to, count, job),
+        };
+        if let Err(job) = started {
             pr_err!(
-                "{}: preparing data block {} failed: {:?}\n",
+                "{}: out of memory starting a kcopyd job\n",
+                pool.key.pool_md
+            );
+            job.done(false);
+        }
+    }
+
+    /// A kcopyd job on a new block finished: zero what is left of it, or map the block, wake
+    /// the bios waiting for it and send the write.
+    fn finish_fill(
+        &mut self,
+        thin: &Arc<ThinState>,
+        mut bio: ThinOwnedBio,
+        after_commit: &mut BioList<ThinBio>,
+    ) {
+        let ThinBio {
+            vblock,
+            data_block,
+            write_ok,
+            zero_tail,
+            ..
+        } = *bio.per_bio();
+        let bs = self.block_sectors();
+        if write_ok && zero_tail > 0 && self.pool.mode().metadata_writable() {
+            bio.per_bio().zero_tail = 0;
+            let to = data_block * bs + (bs - zero_tail);
+            let job = FillDone {
+                pool: self.pool.clone(),
+                thin: thin.clone(),
+                bio,
+            };
+            let started = match self.meta.kcopyd.as_ref() {
+                Some(kcopyd) => kcopyd.zero(&self.pool.data_dev, to, zero_tail, job),
+                None => Err(job),
+            };
+            if let Err(job) = started {
+                job.done(false);
+            }
+            return;
+        }
+        bio.per_bio().stage = Stage::Plain;
+        self.end_pending(thin.dev_id, vblock);
+        if !self.pool.mode().metadata_writable() {
+            // The transaction that allocated the block was aborted.
+            bio.end(BlkStatus::IOERR);
+            return;
+        }
+        if !write_ok {
+            pr_err!(
+                "{}: preparing data block {} failed\n",
                 self.pool.key.pool_md,
-                data_block,
-                e
+                data_block
             );
             self.release(data_block);
             bio.end(BlkStatus::IOERR);
@@ -385,44 +538,38 @@ impl Worker<'_> {
             bio.end(BlkStatus::IOERR);
             return;
         }
+        let offset = bio.bio().sector() % bs;
         bio.bio().set_sector(data_block * bs + offset);
         self.issue(bio, after_commit);
     }
 
-    /// Fills a new block before a partial write lands in it: a copy of the shared block, of the
-    /// external origin's block, or zeroes (unless `skip_block_zeroing`).
-    fn prepare_block(
-        &mut self,
-        thin: &ThinState,
-        vblock: u64,
-        data_block: u64,
-        shared: Option<u64>,
-    ) -> Result {
-        let pool = self.pool;
-        let bs = self.block_sectors();
-        let to = data_block * bs;
-        if let Some(old) = shared {
-            return pool
-                .kcopyd
-                .copy(&pool.data_dev, old * bs, &pool.data_dev, to, bs);
-        }
-        let zero = self.meta.config.zero_new_blocks;
-        if let Some(origin) = &thin.origin {
-            let start = vblock * bs;
-            let size = origin.nr_sectors();
-            if start < size {
-                let n = core::cmp::min(bs, size - start);
-                pool.kcopyd.copy(origin, start, &pool.data_dev, to, n)?;
-                if n < bs {
-                    pool.kcopyd.zero(&pool.data_dev, to + n, bs - n)?;
+    /// Marks `vblock` of thin `dev_id` as being provisioned: other bios for it wait (dm-thin's
+    /// cell). Returns false when out of memory.
+    fn add_pending(&mut self, dev_id: u64, vblock: u64) -> bool {
+        let pending = Pending {
+            dev_id,
+            vblock,
+            waiting: KVec::new(),
+        };
+        self.meta.pending.push(pending, GFP_KERNEL).is_ok()
+    }
+
+    /// `vblock` of thin `dev_id` is provisioned (or failed to be): the bios waiting for it go
+    /// back to their thins' deferred lists, for the next run.
+    fn end_pending(&mut self, dev_id: u64, vblock: u64) {
+        if let Some(i) = self
+            .meta
+            .pending
+            .iter()
+            .position(|p| p.dev_id == dev_id && p.vblock == vblock)
+        {
+            if let Ok(mut p) = self.meta.pending.remove(i) {
+                for (waiter_thin, waiter) in p.waiting.drain_all() {
+                    waiter_thin.queues.lock().deferred.push(waiter);
+                    self.requeued = true;
                 }
-                return Ok(());
             }
         }
-        if zero {
-            pool.kcopyd.zero(&pool.data_dev, to, bs)?;
-        }
-        Ok(())
     }
 
     /// A whole-block write to a new block completed: map the block, wake the bios waiting for
@@ -440,25 +587,14 @@ impl Worker<'_> {
             ..
         } = *bio.per_bio();
         bio.per_bio().stage = Stage::Finished;
-        if let Some(i) = self
-            .meta
-            .pending
-            .iter()
-            .position(|p| p.dev_id == thin.dev_id && p.vblock == vblock)
-        {
-            if let Ok(mut p) = self.meta.pending.remove(i) {
-                for (waiter_thin, waiter) in p.waiting.drain_all() {
-                    waiter_thin.queues.lock().deferred.push(waiter);
-                    self.requeued = true;
-                }
-            }
-        }
-        if !write_ok {
-            self.release(data_block);
+        self.end_pending(thin.dev_id, vblock);
+        if !self.pool.mode().metadata_writable() {
+            // The transaction that allocated the block was aborted.
             bio.end(BlkStatus::IOERR);
             return;
         }
-        if !self.pool.mode().metadata_writable() {
+        if !write_ok {
+            self.release(data_block);
             bio.end(BlkStatus::IOERR);
             return;
         }

@@ -136,10 +136,11 @@ impl dm::Target for ThinTarget {
 
         // The worker's own counted open: it stays valid for as long as it holds the state.
         let origin_bdev = match origin_devt {
-            Some(devt) => Some(
+            Some(devt) => Some(Arc::new(
                 BlockDevice::open(devt, false)
                     .map_err(|e| CtrError::new(e, c"Error opening origin device"))?,
-            ),
+                GFP_KERNEL,
+            )?),
             None => None,
         };
         let state = ThinState::new(dev_id, origin_bdev)?;
