@@ -75,6 +75,15 @@ impl TargetRef {
         DevT::from_raw(unsafe { dm::rthin_dm_target_md_devt(self.as_raw()) })
     }
 
+    /// Whether the device is being suspended with `--noflush` (`dm_noflush_suspending()`): dm
+    /// core then keeps bios the target requeues (`DM_MAPIO_REQUEUE`, `BLK_STS_DM_REQUEUE`) and
+    /// resubmits them after the resume, instead of failing them. Meaningful in `presuspend` and
+    /// `postsuspend`.
+    pub fn noflush_suspending(&self) -> bool {
+        // SAFETY: By the type invariant `ti` and its table (with its mapped device) are valid.
+        unsafe { dm::dm_noflush_suspending(self.as_raw()) != 0 }
+    }
+
     /// Raises a table event (`dm_table_event()`), waking `dmsetup wait` and the like.
     ///
     /// Takes a mutex: call it from process context only, never from `map` or `end_io`.

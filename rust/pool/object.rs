@@ -442,6 +442,36 @@ impl PoolObject {
         }
     }
 
+    /// Hands every bio of `thin` waiting in the pool (for the worker, for a block being
+    /// provisioned, for data space) back to dm core with `DM_REQUEUE` (dm-thin's `requeue_io`,
+    /// for a `--noflush` suspend). Bios already sent to a device, or whose block kcopyd is
+    /// filling, finish normally: the suspend waits for them.
+    ///
+    /// Process context: waits for a running worker.
+    pub(crate) fn requeue_waiting(&self, thin: &ThinState) {
+        let mut meta = self.meta.write();
+        for p in meta.pending.iter_mut() {
+            let mut i = 0;
+            while i < p.waiting.len() {
+                if core::ptr::eq(&*p.waiting[i].0, thin) {
+                    if let Ok((_, bio)) = p.waiting.remove(i) {
+                        bio.end(BlkStatus::DM_REQUEUE);
+                        continue;
+                    }
+                }
+                i += 1;
+            }
+        }
+        let (mut deferred, mut no_space) = {
+            let mut q = thin.queues.lock();
+            (q.deferred.take(), q.no_space.take())
+        };
+        drop(meta);
+        while let Some(bio) = deferred.pop().or_else(|| no_space.pop()) {
+            bio.end(BlkStatus::DM_REQUEUE);
+        }
+    }
+
     /// Registers an active thin table.
     pub(crate) fn add_thin(&self, thin: Arc<ThinState>) -> Result {
         self.thins.lock().push(thin, GFP_KERNEL)?;

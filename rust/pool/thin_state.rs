@@ -11,6 +11,7 @@
 
 use crate::dm::{BioList, BlockDevice, SpinLockIrq};
 use crate::new_spinlock_irq;
+use core::sync::atomic::AtomicBool;
 use kernel::{prelude::*, sync::Arc};
 
 /// Per-bio data of thin bios.
@@ -67,6 +68,10 @@ pub(crate) struct ThinState {
     pub(crate) origin: Option<Arc<BlockDevice>>,
     #[pin]
     pub(crate) queues: SpinLockIrq<ThinQueues>,
+    /// A `--noflush` suspend is under way: bios go back to dm core (`DM_REQUEUE`), which
+    /// resubmits them after the resume, instead of waiting in the pool (dm-thin's
+    /// `requeue_mode`). Otherwise a bio waiting for data space would hold the suspend forever.
+    pub(crate) requeue: AtomicBool,
 }
 
 impl ThinState {
@@ -77,6 +82,7 @@ impl ThinState {
                 dev_id,
                 origin,
                 queues <- new_spinlock_irq!(ThinQueues::default(), "ThinState::queues"),
+                requeue: AtomicBool::new(false),
             }? Error),
             GFP_KERNEL,
         )

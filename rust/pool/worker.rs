@@ -28,6 +28,7 @@ use crate::{
     dm::{BioList, BioOp, BlkStatus, BlockDevice, KcopydDone, NoIoScope, OwnedBio},
     metadata::{Error as MetaError, Space},
 };
+use core::sync::atomic::Ordering;
 use kernel::{prelude::*, sync::Arc, time::Delta};
 
 type ThinOwnedBio = OwnedBio<ThinBio>;
@@ -275,6 +276,11 @@ impl Worker<'_> {
         mut bio: ThinOwnedBio,
         after_commit: &mut BioList<ThinBio>,
     ) {
+        if thin.requeue.load(Ordering::Acquire) {
+            // A `--noflush` suspend: dm core keeps the bio until the resume.
+            bio.end(BlkStatus::DM_REQUEUE);
+            return;
+        }
         if self.pool.mode() == PoolMode::Fail {
             bio.end(BlkStatus::IOERR);
             return;

@@ -19,7 +19,7 @@ use crate::{
     metadata::Error as MetaError,
     pool::{FastPath, PoolHandle, PoolMode, PoolObject, PoolRegistry, Stage, ThinBio, ThinState},
 };
-use core::fmt::Write;
+use core::{fmt::Write, sync::atomic::Ordering};
 use kernel::{prelude::*, sync::Arc};
 use params::{parse_dev_id, parse_thin_args};
 
@@ -167,6 +167,10 @@ impl dm::Target for ThinTarget {
         mut bio: MapRequest<'a, ThinBio>,
     ) -> MapOutcome<'a> {
         let pool = thin.pool.arc();
+        if thin.state.requeue.load(Ordering::Acquire) {
+            // A `--noflush` suspend is under way: dm core keeps the bio until the resume.
+            return bio.requeue();
+        }
         if pool.mode() == PoolMode::Fail {
             if thin.io_error_log.allow() {
                 pr_err!("thin {}: pool is in fail mode; failing I/O\n", thin.dev_id);
@@ -210,6 +214,25 @@ impl dm::Target for ThinTarget {
         thin.state.queues.lock().provisioned.push(owned);
         PoolObject::kick(thin.pool.arc());
         outcome
+    }
+
+    fn presuspend(thin: Pin<&ThinInstance>, ti: &TargetRef) {
+        // dm-thin's `thin_presuspend`: with `--noflush`, bios waiting in the pool (for data
+        // space above all) go back to dm core, so the suspend does not wait for them.
+        if ti.noflush_suspending() {
+            thin.state.requeue.store(true, Ordering::Release);
+            thin.pool.pool().requeue_waiting(&thin.state);
+        }
+    }
+
+    fn postsuspend(thin: Pin<&ThinInstance>, _ti: &TargetRef) {
+        // Suspended: dm core holds new bios itself until the resume.
+        thin.state.requeue.store(false, Ordering::Release);
+    }
+
+    fn resume(thin: Pin<&ThinInstance>, _ti: &TargetRef) {
+        // Also after a suspend that failed between presuspend and postsuspend.
+        thin.state.requeue.store(false, Ordering::Release);
     }
 
     fn io_hints(thin: Pin<&ThinInstance>, _ti: &TargetRef, limits: &mut QueueLimits) {

@@ -4,7 +4,8 @@
 # exact allocation; error_if_no_space fails writes with ENOSPC and shows out_of_data_space;
 # provisioned blocks stay writable; growing the data device (bigger backing file, losetup -c,
 # reload with the larger length, resume) brings the pool back. With queue_if_no_space writes
-# block until the pool grows and then finish with nothing lost; the no_space_timeout module
+# block until the pool grows and then finish with nothing lost (also across a --noflush suspend
+# of the thin, which must not wait for them); the no_space_timeout module
 # parameter turns queued writes into ENOSPC. Every wait is bounded.
 # Parameterised on POOL_TARGET/THIN_TARGET (defaults rthin-pool/rthin), e.g.
 #   qemu/run -- env POOL_TARGET=thin-pool THIN_TARGET=thin sh /rthin/tests/guest/datapath/25-space.sh
@@ -96,7 +97,18 @@ fi
 expect_eq "queue-policy-status" "$(tl_pfield qp 3) $(tl_pfield qp 7)" "32/32 queue_if_no_space"
 sleep 2
 bg_done qdd && fail "queued-write-blocks" "dd finished: $(cat "$TL_WORK/qerr")" || pass "queued-write-blocks"
+# A --noflush suspend of the thin hands the waiting write back to dm core (dm-thin's requeue
+# mode), so it finishes at once instead of waiting for space; the resume replays the write.
+bg qsus timeout 30 dmsetup suspend --noflush q
+if wait_for 10 bg_done qsus && bg_rc qsus; then pass "noflush-suspend-with-queued-write"; else
+  fail "noflush-suspend-with-queued-write" "suspend not done in 10 s: $(dmesg | tail -n 1)"
+fi
+expect_eq "noflush-suspended" "$(dmsetup info q | sed -n 's/^State: *//p')" "SUSPENDED"
+bg_done qdd && fail "requeued-write-still-waits" "dd finished: $(cat "$TL_WORK/qerr")" ||
+  pass "requeued-write-still-waits"
 step "grow-queued-pool" grow qp "$dataf" "$DATA" 64
+wait_for 30 bg_done qsus || true
+step "resume-after-noflush-suspend" dmsetup resume q
 if wait_for 60 bg_done qdd; then
   if bg_rc qdd; then pass "queued-writes-complete"; else
     fail "queued-writes-complete" "dd failed: $(tail -n 1 "$TL_WORK/qerr")"
