@@ -376,6 +376,39 @@ impl<B: BlockManager> Pool<B> {
             .map(|v| DeviceDetails::unpack(&v)))
     }
 
+    /// Keeps thin `id`'s details in memory, so its lookups (also [`Pool::try_lookup`] under a
+    /// shared lock) skip the details tree, as dm-thin keeps an open thin's details in its
+    /// `dm_thin_device`. Returns whether the device exists. Changes nothing on disk: the
+    /// details are cached clean, replacing only a free or clean slot (when every slot holds
+    /// changes still to write, nothing is cached and lookups just walk the tree).
+    pub fn cache_details(&mut self, id: u64) -> Result<bool> {
+        self.readable()?;
+        if self.cached(id).is_some() {
+            return Ok(true);
+        }
+        let Some(d) = self.details_get(id)? else {
+            return Ok(false);
+        };
+        let free = self.cache.iter().position(|c| !c.valid);
+        let clean = || {
+            (0..DETAILS_CACHE)
+                .map(|k| (self.next_evict + k) % DETAILS_CACHE)
+                .find(|&i| !self.cache[i].dirty)
+        };
+        if let Some(slot) = free.or_else(clean) {
+            if free.is_none() {
+                self.next_evict = (slot + 1) % DETAILS_CACHE;
+            }
+            self.cache[slot] = CachedDetails {
+                id,
+                details: d,
+                valid: true,
+                dirty: false,
+            };
+        }
+        Ok(true)
+    }
+
     fn details_put(&mut self, id: u64, d: DeviceDetails) -> Result<()> {
         let slot = match self.cached(id) {
             Some(i) => i,

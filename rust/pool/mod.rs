@@ -11,6 +11,7 @@
 //! pool device by the worker, reach the data device.
 
 mod bufio_bm;
+mod cells;
 #[cfg(CONFIG_KUNIT = "y")]
 mod mem_blocks;
 mod messages;
@@ -18,6 +19,7 @@ mod metadata_kunit;
 mod object;
 mod params;
 mod registry;
+mod routing;
 mod status;
 mod thin_state;
 mod worker;
@@ -97,7 +99,7 @@ impl PoolInstance {
         let mut meta = pool.meta.write();
         // dm-thin commits first, unless asked not to or suspended (and we skip it while
         // whole-block writes to new blocks are in flight, see the worker's periodic commit).
-        if !flags.noflush() && !pool.is_suspended() && meta.pending.is_empty() {
+        if !flags.noflush() && !pool.is_suspended() && meta.cells.is_empty() {
             worker::commit(pool, &mut meta);
         }
         let e = &meta.engine;

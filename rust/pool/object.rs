@@ -13,11 +13,15 @@
 //! waiting) to resolve provisioned blocks; otherwise it and `end_io` queue bios under their
 //! `ThinState`'s irq-safe lock and kick the worker.
 
-use super::{bufio_bm::BufioBlockManager, registry::PoolKey, thin_state::ThinState};
+use super::{
+    bufio_bm::BufioBlockManager,
+    cells::Cells,
+    registry::PoolKey,
+    routing::{fast_candidate, fast_path},
+    thin_state::ThinState,
+};
 use crate::{
-    dm::{
-        Bio, BioOp, BlkStatus, BlockDevice, CtrError, EventRelay, Kcopyd, OwnedQueue, RwSemaphore,
-    },
+    dm::{Bio, BlkStatus, BlockDevice, CtrError, EventRelay, Kcopyd, OwnedQueue, RwSemaphore},
     metadata::{self, Error as MetaError},
     new_rwsem,
 };
@@ -76,22 +80,17 @@ pub(crate) struct PoolConfig {
     pub(crate) low_water_mark: u64,
 }
 
-/// A whole-block write in flight to a newly allocated block: the block is not mapped until the
-/// write completes, and other bios for the same virtual block wait (dm-thin's cell).
-pub(crate) struct Pending {
-    pub(crate) dev_id: u64,
-    pub(crate) vblock: u64,
-    /// Bios that arrived for the block meanwhile, with the thin they came from.
-    pub(crate) waiting: KVec<(Arc<ThinState>, crate::dm::OwnedBio<super::ThinBio>)>,
-}
+/// A bio waiting in a cell, with the thin it came from.
+pub(crate) type Waiter = (Arc<ThinState>, crate::dm::OwnedBio<super::ThinBio>);
 
 /// State behind the metadata lock.
 pub(crate) struct MetaState {
     pub(crate) engine: KBox<Engine>,
     /// When the last commit happened (dm-thin commits at least every second when dirty).
     pub(crate) last_commit: Instant<Monotonic>,
-    /// Virtual blocks being provisioned: a whole-block write or a kcopyd fill in flight.
-    pub(crate) pending: KVec<Pending>,
+    /// Virtual blocks being provisioned (a whole-block write or a kcopyd fill in flight), with
+    /// the bios that wait for them.
+    pub(crate) cells: Cells<Waiter>,
     /// Zeroes and copies new blocks. Here rather than in the pool object so that the last
     /// table's `shut_down` destroys it, in process context with a reference to the pool still
     /// held: a kcopyd callback then never drops the last reference to the pool (which would
@@ -218,7 +217,7 @@ fn open_error(e: MetaError) -> CtrError {
 /// What `map` can do with a thin bio without the worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum FastPath {
-    /// Send it to this sector of the data device.
+    /// Send it to this data block (same offset within the block).
     Remap(u64),
     /// Complete it with zeroes.
     Zeroes,
@@ -272,7 +271,7 @@ impl PoolObject {
         let meta = MetaState {
             engine,
             last_commit: Instant::now(),
-            pending: KVec::new(),
+            cells: Cells::new(),
             kcopyd: Some(kcopyd),
             config: p.config,
             low_water_triggered: false,
@@ -414,32 +413,20 @@ impl PoolObject {
     /// an external origin (zeroes). Everything else goes to the worker. Never sleeps: the
     /// metadata lock is only tried, and only cached metadata blocks are read.
     pub(crate) fn try_map(&self, thin: &ThinState, bio: &Bio) -> FastPath {
-        let is_write = match bio.op() {
-            BioOp::Read => false,
-            BioOp::Write => true,
-            _ => return FastPath::Defer,
-        };
-        if bio.is_preflush() || bio.is_fua() {
+        let Some(is_write) = fast_candidate(bio.op(), bio.is_preflush() || bio.is_fua()) else {
             return FastPath::Defer;
-        }
+        };
         let Some(meta) = self.meta.try_read() else {
             return FastPath::Defer;
         };
-        let bs = u64::from(self.block_size);
-        let sector = bio.sector();
-        let (vblock, offset) = (sector / bs, sector % bs);
-        if meta
-            .pending
-            .iter()
-            .any(|p| p.dev_id == thin.dev_id && p.vblock == vblock)
-        {
-            return FastPath::Defer;
-        }
-        match meta.engine.try_lookup(thin.dev_id, vblock) {
-            Ok(Some(m)) if !(is_write && m.shared) => FastPath::Remap(m.data_block * bs + offset),
-            Ok(None) if !is_write && thin.origin.is_none() => FastPath::Zeroes,
-            _ => FastPath::Defer,
-        }
+        let vblock = bio.sector() / u64::from(self.block_size);
+        let in_cell = meta.cells.is_locked(thin.dev_id, vblock);
+        let lookup = if in_cell {
+            None
+        } else {
+            meta.engine.try_lookup(thin.dev_id, vblock).ok()
+        };
+        fast_path(is_write, in_cell, lookup, thin.origin.is_some())
     }
 
     /// Hands every bio of `thin` waiting in the pool (for the worker, for a block being
@@ -450,11 +437,11 @@ impl PoolObject {
     /// Process context: waits for a running worker.
     pub(crate) fn requeue_waiting(&self, thin: &ThinState) {
         let mut meta = self.meta.write();
-        for p in meta.pending.iter_mut() {
+        for waiting in meta.cells.waiters_mut() {
             let mut i = 0;
-            while i < p.waiting.len() {
-                if core::ptr::eq(&*p.waiting[i].0, thin) {
-                    if let Ok((_, bio)) = p.waiting.remove(i) {
+            while i < waiting.len() {
+                if core::ptr::eq(&*waiting[i].0, thin) {
+                    if let Ok((_, bio)) = waiting.remove(i) {
                         bio.end(BlkStatus::DM_REQUEUE);
                         continue;
                     }

@@ -21,7 +21,8 @@
 //! switch the pool to read-only, or to fail mode if that fails too, as dm-thin does.
 
 use super::{
-    object::{Engine, MetaState, Pending, PoolMode, PoolObject},
+    object::{Engine, MetaState, PoolMode, PoolObject},
+    routing::{route, Route},
     thin_state::{Stage, ThinBio, ThinState},
 };
 use crate::{
@@ -88,6 +89,9 @@ pub(super) fn run(pool: &Arc<PoolObject>) {
     // Bios to send or complete after the commit, one list per thin (their remap destination).
     let mut after_commit: KVec<BioList<ThinBio>> = KVec::new();
     for thin in thins.iter() {
+        // Keep each active thin's details in memory: `map`'s lookups then skip the details
+        // tree. (Cheap once cached; an error shows again in the lookups themselves.)
+        let _ = worker.engine().cache_details(thin.dev_id);
         let mut waiting = BioList::new();
         let (mut provisioned, mut filled, mut deferred) = {
             let mut q = thin.queues.lock();
@@ -113,7 +117,7 @@ pub(super) fn run(pool: &Arc<PoolObject>) {
     // blocks are allocated but not mapped yet, and a commit now followed by a crash would leak
     // them (thin_check reports leaked data blocks). Their completions run the worker again.
     let must_commit = after_commit.iter().any(|l| !l.is_empty())
-        || (meta.pending.is_empty()
+        || (meta.cells.is_empty()
             && meta.last_commit.elapsed() >= Delta::from_millis(COMMIT_PERIOD_MS));
     let committed = if meta.engine.has_uncommitted_changes() && must_commit {
         commit(pool, &mut meta)
@@ -238,8 +242,8 @@ pub(super) fn metadata_failed(
         }
     }
     // Whatever was in flight was allocated in the aborted transaction.
-    for p in meta.pending.iter_mut() {
-        p.waiting.clear();
+    for waiting in meta.cells.waiters_mut() {
+        waiting.clear();
     }
 }
 
@@ -310,17 +314,15 @@ impl Worker<'_> {
         let (vblock, offset) = (sector / bs, sector % bs);
         let is_write = bio.bio().op() == BioOp::Write;
 
-        // A whole-block write to this block is in flight: wait for its mapping.
-        if let Some(p) = self
+        // The block is being provisioned: wait for its mapping.
+        let mut bio = match self
             .meta
-            .pending
-            .iter_mut()
-            .find(|p| p.dev_id == thin.dev_id && p.vblock == vblock)
+            .cells
+            .wait(thin.dev_id, vblock, (thin.clone(), bio))
         {
-            // On allocation failure the bio is dropped, which fails it with EIO.
-            let _ = p.waiting.push((thin.clone(), bio), GFP_KERNEL);
-            return;
-        }
+            Ok(()) => return,
+            Err((_, returned)) => returned,
+        };
 
         let mapping = match self.engine().lookup(thin.dev_id, vblock) {
             Ok(m) => m,
@@ -330,14 +332,15 @@ impl Worker<'_> {
                 return;
             }
         };
-        match mapping {
-            Some(m) if !(is_write && m.shared) => {
-                bio.bio().set_sector(m.data_block * bs + offset);
+        match route(is_write, mapping) {
+            Route::Remap(data_block) => {
+                bio.bio().set_sector(data_block * bs + offset);
                 self.issue(bio, after_commit);
             }
-            Some(m) => self.provision(thin, bio, vblock, offset, Some(m.data_block), after_commit),
-            None if is_write => self.provision(thin, bio, vblock, offset, None, after_commit),
-            None => match &thin.origin {
+            Route::Provision(shared) => {
+                self.provision(thin, bio, vblock, offset, shared, after_commit)
+            }
+            Route::Hole => match &thin.origin {
                 Some(origin) if sector < origin.nr_sectors() => {
                     // Past the origin's end reads zeroes (dm-thin's process_bio).
                     let within = origin.nr_sectors() - sector;
@@ -387,7 +390,7 @@ impl Worker<'_> {
             }
         };
         let bs = self.block_sectors();
-        if !self.add_pending(thin.dev_id, vblock) {
+        if self.meta.cells.lock(thin.dev_id, vblock).is_err() {
             self.release(data_block);
             bio.end(BlkStatus::IOERR);
             return;
@@ -524,7 +527,7 @@ impl Worker<'_> {
             return;
         }
         bio.per_bio().stage = Stage::Plain;
-        self.end_pending(thin.dev_id, vblock);
+        self.unlock_cell(thin.dev_id, vblock);
         if !self.pool.mode().metadata_writable() {
             // The transaction that allocated the block was aborted.
             bio.end(BlkStatus::IOERR);
@@ -549,32 +552,12 @@ impl Worker<'_> {
         self.issue(bio, after_commit);
     }
 
-    /// Marks `vblock` of thin `dev_id` as being provisioned: other bios for it wait (dm-thin's
-    /// cell). Returns false when out of memory.
-    fn add_pending(&mut self, dev_id: u64, vblock: u64) -> bool {
-        let pending = Pending {
-            dev_id,
-            vblock,
-            waiting: KVec::new(),
-        };
-        self.meta.pending.push(pending, GFP_KERNEL).is_ok()
-    }
-
     /// `vblock` of thin `dev_id` is provisioned (or failed to be): the bios waiting for it go
     /// back to their thins' deferred lists, for the next run.
-    fn end_pending(&mut self, dev_id: u64, vblock: u64) {
-        if let Some(i) = self
-            .meta
-            .pending
-            .iter()
-            .position(|p| p.dev_id == dev_id && p.vblock == vblock)
-        {
-            if let Ok(mut p) = self.meta.pending.remove(i) {
-                for (waiter_thin, waiter) in p.waiting.drain_all() {
-                    waiter_thin.queues.lock().deferred.push(waiter);
-                    self.requeued = true;
-                }
-            }
+    fn unlock_cell(&mut self, dev_id: u64, vblock: u64) {
+        for (waiter_thin, waiter) in self.meta.cells.unlock(dev_id, vblock).drain_all() {
+            waiter_thin.queues.lock().deferred.push(waiter);
+            self.requeued = true;
         }
     }
 
@@ -593,7 +576,7 @@ impl Worker<'_> {
             ..
         } = *bio.per_bio();
         bio.per_bio().stage = Stage::Finished;
-        self.end_pending(thin.dev_id, vblock);
+        self.unlock_cell(thin.dev_id, vblock);
         if !self.pool.mode().metadata_writable() {
             // The transaction that allocated the block was aborted.
             bio.end(BlkStatus::IOERR);

@@ -181,8 +181,9 @@ impl dm::Target for ThinTarget {
         let sector = ti.target_offset(bio.bio().sector());
         bio.bio().set_sector(sector);
         match pool.try_map(&thin.state, bio.bio()) {
-            FastPath::Remap(data_sector) => {
-                bio.bio().set_sector(data_sector);
+            FastPath::Remap(data_block) => {
+                let bs = u64::from(pool.block_size);
+                bio.bio().set_sector(data_block * bs + sector % bs);
                 return bio.remap_to(&pool.data_dev);
             }
             FastPath::Zeroes => {

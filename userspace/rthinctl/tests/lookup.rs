@@ -150,3 +150,98 @@ fn lookups_are_refused_after_a_failed_change() {
     assert_eq!(p.lookup(0, 0), Err(refused));
     assert_eq!(p.try_lookup(0, 0), Err(refused));
 }
+
+/// A block manager that counts the blocks read (blocking and cache-only).
+struct Counting {
+    inner: CachedBm<MemDisk>,
+    reads: std::cell::Cell<u64>,
+}
+
+impl BlockManager for Counting {
+    type Read = <CachedBm<MemDisk> as BlockManager>::Read;
+    type Write = <CachedBm<MemDisk> as BlockManager>::Write;
+    fn nr_blocks(&self) -> u64 {
+        self.inner.nr_blocks()
+    }
+    fn read(&self, l: u64, k: rthin_metadata::BlockKind) -> rthin_metadata::Result<Self::Read> {
+        self.reads.set(self.reads.get() + 1);
+        self.inner.read(l, k)
+    }
+    fn read_cached(
+        &self,
+        l: u64,
+        k: rthin_metadata::BlockKind,
+    ) -> rthin_metadata::Result<Self::Read> {
+        self.reads.set(self.reads.get() + 1);
+        self.inner.read_cached(l, k)
+    }
+    fn write(&self, l: u64, k: rthin_metadata::BlockKind) -> rthin_metadata::Result<Self::Write> {
+        self.inner.write(l, k)
+    }
+    fn new_block(
+        &self,
+        l: u64,
+        k: rthin_metadata::BlockKind,
+    ) -> rthin_metadata::Result<Self::Write> {
+        self.inner.new_block(l, k)
+    }
+    fn flush(&self) -> rthin_metadata::Result<()> {
+        self.inner.flush()
+    }
+    fn flush_data(&self) -> rthin_metadata::Result<()> {
+        self.inner.flush_data()
+    }
+}
+
+#[test]
+fn cached_details_save_the_details_walk_and_stay_exact() {
+    // Enough thins for a details tree deeper than its root.
+    let mut p = mem_pool(8192, 100_000);
+    for id in 0..400 {
+        p.create_thin(id).unwrap();
+    }
+    for v in 0..2000 {
+        let b = p.alloc_data_block().unwrap();
+        p.insert(7, v, b).unwrap();
+    }
+    p.commit().unwrap();
+    let disk = p.into_block_manager().into_disk();
+    let bm = Counting {
+        inner: CachedBm::new(disk),
+        reads: std::cell::Cell::new(0),
+    };
+    let mut p = Pool::open(bm, None, true).unwrap();
+    let reads_per_lookup = |p: &Pool<Counting>| {
+        let before = p.block_manager().reads.get();
+        let m = p.lookup(7, 1500).unwrap().unwrap();
+        assert_eq!(p.try_lookup(7, 1500), Ok(Some(m)));
+        (p.block_manager().reads.get() - before, m)
+    };
+    let (uncached, m) = reads_per_lookup(&p);
+    assert!(p.cache_details(7).unwrap());
+    let (cached, m2) = reads_per_lookup(&p);
+    assert_eq!(m, m2);
+    // The details tree has at least two levels here: both lookups skip them.
+    assert!(
+        cached + 4 <= uncached,
+        "{cached} reads cached vs {uncached} uncached"
+    );
+    assert!(!p.cache_details(4000).unwrap());
+    // A snapshot changes the cached details: the origin's blocks become shared.
+    assert!(!m.shared);
+    p.create_snap(500, 7).unwrap();
+    assert!(p.lookup(7, 1500).unwrap().unwrap().shared);
+    assert!(p.try_lookup(7, 1500).unwrap().unwrap().shared);
+    // Caching more thins than the cache holds keeps every answer right.
+    for id in 0..400 {
+        assert!(p.cache_details(id).unwrap());
+    }
+    assert_eq!(p.device_details(7).unwrap().mapped_blocks, 2000);
+    assert_eq!(p.lookup(7, 3).unwrap().map(|m| m.shared), Some(true));
+    // A deleted thin is gone from the cache too.
+    p.delete_thin(500).unwrap();
+    assert_eq!(p.lookup(500, 0), Err(Error::NoDevice(500)));
+    assert!(!p.cache_details(500).unwrap());
+    p.commit().unwrap();
+    assert_our_check_clean(p.block_manager());
+}
