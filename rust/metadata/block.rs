@@ -14,6 +14,13 @@ use super::error::{Error, Result};
 /// Metadata block size in bytes (fixed by the format).
 pub const BLOCK_SIZE: usize = 4096;
 
+/// The most block guards the engine holds at once, measured on its heaviest paths (deep btree
+/// splits and merges, shared-tree shadowing, deletes, range removal, space-map growth, commit)
+/// by `userspace/rthinctl/tests/guards.rs`, which fails if the engine ever holds more. A block
+/// manager that must guarantee progress under memory pressure (dm-bufio's reserved buffers)
+/// reserves this many.
+pub const MAX_HELD_GUARDS: u32 = 6;
+
 /// One metadata block.
 pub type Block = [u8; BLOCK_SIZE];
 

@@ -26,7 +26,7 @@ pub mod superblock;
 pub mod thin;
 pub mod tm;
 
-pub use block::{Block, BlockKind, BlockManager, BLOCK_SIZE};
+pub use block::{Block, BlockKind, BlockManager, BLOCK_SIZE, MAX_HELD_GUARDS};
 pub use error::{Error, Result, Space};
 pub use superblock::{DeviceDetails, Superblock};
 pub use thin::{Mapping, Pool};

@@ -16,16 +16,16 @@
 use crate::{
     dm::{BlockDevice, BufferMut, BufferRef, BufioClient},
     metadata::{
-        block::{self, Block, BlockKind, BlockManager, BLOCK_SIZE},
+        block::{self, Block, BlockKind, BlockManager, BLOCK_SIZE, MAX_HELD_GUARDS},
         Error as MetaError, Result as MetaResult,
     },
 };
 use core::ops::{Deref, DerefMut};
 use kernel::{prelude::*, sync::Arc};
 
-/// Buffers bufio keeps reserved: the engine holds at most a handful of guards at once (a btree
-/// insert holds parent, child and sibling nodes plus a space-map bitmap and index).
-const RESERVED_BUFFERS: u32 = 16;
+/// Buffers bufio keeps reserved, so the engine always makes progress under memory pressure: as
+/// many as it ever holds at once (measured, see [`MAX_HELD_GUARDS`]).
+const RESERVED_BUFFERS: u32 = MAX_HELD_GUARDS;
 
 /// The engine's block manager in the kernel.
 pub(crate) struct BufioBlockManager {
