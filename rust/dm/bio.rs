@@ -9,7 +9,12 @@
 //! [`include/linux/device-mapper.h`](srctree/include/linux/device-mapper.h).
 
 use super::{bindings as dm, BlkStatus, BlockDevice, DmDev};
-use core::{marker::PhantomData, mem::ManuallyDrop, ptr::NonNull};
+use core::{
+    marker::PhantomData,
+    mem::ManuallyDrop,
+    ptr::NonNull,
+    sync::atomic::{AtomicUsize, Ordering},
+};
 use kernel::{bindings, prelude::*, types::Opaque};
 
 /// The operation of a bio (`bio_op()`).
@@ -152,19 +157,25 @@ impl Bio {
 pub struct MapRequest<'a, P> {
     bio: NonNull<bindings::bio>,
     per_bio: NonNull<P>,
+    owned: OwnedMark<'a>,
     _life: PhantomData<fn(&'a ()) -> &'a ()>,
 }
 
 impl<'a, P> MapRequest<'a, P> {
     /// # Safety
     ///
-    /// `bio` must be the bio passed to `map`; `per_bio` its initialised per-bio data of type
-    /// `P`; both unaccessed by anything else during `'a`.
-    pub(crate) unsafe fn new(bio: NonNull<bindings::bio>, per_bio: NonNull<P>) -> Self {
-        // INVARIANT: Guaranteed by the caller.
+    /// `bio` must be the bio passed to `map`; `slot` its initialised per-bio area; both
+    /// unaccessed by anything else during `'a`; `owned_bios` the target instance's count.
+    pub(crate) unsafe fn new(
+        bio: NonNull<bindings::bio>,
+        slot: NonNull<BioSlot<P>>,
+        owned_bios: &'a AtomicUsize,
+    ) -> Self {
+        // INVARIANT: Guaranteed by the caller; the data is the slot's first field.
         Self {
             bio,
-            per_bio,
+            per_bio: slot.cast(),
+            owned: OwnedMark::new(slot, owned_bios),
             _life: PhantomData,
         }
     }
@@ -218,6 +229,7 @@ impl<'a, P> MapRequest<'a, P> {
     /// Takes the bio over: `DM_MAPIO_SUBMITTED`. The target must complete or submit the
     /// returned [`OwnedBio`] later.
     pub fn take(self) -> (OwnedBio<P>, MapOutcome<'a>) {
+        self.owned.mark();
         // INVARIANT: After `DM_MAPIO_SUBMITTED`, dm core leaves the bio to the target until it
         // is ended or submitted; the per-bio data lives as long as the bio.
         let owned = OwnedBio {
@@ -256,19 +268,25 @@ impl MapOutcome<'_> {
 pub struct EndIoRequest<'a, P> {
     bio: NonNull<bindings::bio>,
     per_bio: NonNull<P>,
+    owned: OwnedMark<'a>,
     _life: PhantomData<fn(&'a ()) -> &'a ()>,
 }
 
 impl<'a, P> EndIoRequest<'a, P> {
     /// # Safety
     ///
-    /// `bio` must be the bio passed to `end_io`; `per_bio` its initialised per-bio data; both
-    /// unaccessed by anything else during `'a`.
-    pub(crate) unsafe fn new(bio: NonNull<bindings::bio>, per_bio: NonNull<P>) -> Self {
-        // INVARIANT: Guaranteed by the caller.
+    /// `bio` must be the bio passed to `end_io`; `slot` its initialised per-bio area; both
+    /// unaccessed by anything else during `'a`; `owned_bios` the target instance's count.
+    pub(crate) unsafe fn new(
+        bio: NonNull<bindings::bio>,
+        slot: NonNull<BioSlot<P>>,
+        owned_bios: &'a AtomicUsize,
+    ) -> Self {
+        // INVARIANT: Guaranteed by the caller; the data is the slot's first field.
         Self {
             bio,
-            per_bio,
+            per_bio: slot.cast(),
+            owned: OwnedMark::new(slot, owned_bios),
             _life: PhantomData,
         }
     }
@@ -305,6 +323,7 @@ impl<'a, P> EndIoRequest<'a, P> {
     /// Keep the bio (`DM_ENDIO_INCOMPLETE`): the target must end it later through the returned
     /// [`OwnedBio`]; that second completion calls `end_io` again, which then decides afresh.
     pub fn take(self) -> (OwnedBio<P>, EndIoOutcome<'a>) {
+        self.owned.mark();
         // INVARIANT: After `DM_ENDIO_INCOMPLETE` dm core leaves the bio to the target until it
         // is ended again; the per-bio data lives as long as the bio.
         let owned = OwnedBio {
@@ -509,8 +528,8 @@ impl<P> BioList<P> {
         // a target whose per-bio data is a `P`.
         Some(OwnedBio {
             bio: raw,
-            // SAFETY: As just said.
-            per_bio: unsafe { per_bio_area::<P>(raw) },
+            // SAFETY: As just said; the data is the slot's first field.
+            per_bio: unsafe { per_bio_slot::<P>(raw) }.cast(),
         })
     }
 }
@@ -528,16 +547,58 @@ impl<P> Drop for BioList<P> {
     }
 }
 
-/// The per-bio data area of `bio` (dangling but aligned for a zero-sized `P`).
+/// A bio's per-bio area as the glue lays it out: the target's data first (so a pointer to the
+/// area is a pointer to the data), then the glue's own bookkeeping.
+#[repr(C)]
+pub(crate) struct BioSlot<P> {
+    pub(crate) data: P,
+    /// The target took the bio over (`DM_MAPIO_SUBMITTED` or `DM_ENDIO_INCOMPLETE`) and its
+    /// final completion has not run yet: it is counted in its instance's owned bios.
+    pub(crate) owned: bool,
+}
+
+/// Marks a bio as owned by its target when the target takes it, before anyone else can see it.
+///
+/// # Invariants
+///
+/// `flag` is the `owned` field of the bio's initialised [`BioSlot`], only touched by the glue
+/// while dm core hands the bio to a callback; `count` the target instance's owned-bio count.
+struct OwnedMark<'a> {
+    flag: NonNull<bool>,
+    count: &'a AtomicUsize,
+}
+
+impl<'a> OwnedMark<'a> {
+    fn new<P>(slot: NonNull<BioSlot<P>>, count: &'a AtomicUsize) -> Self {
+        // SAFETY: `slot` points to a valid per-bio area; no reference is created.
+        let flag =
+            unsafe { NonNull::new_unchecked(core::ptr::addr_of_mut!((*slot.as_ptr()).owned)) };
+        // INVARIANT: The caller's (`MapRequest::new`, `EndIoRequest::new`) guarantees.
+        Self { flag, count }
+    }
+
+    /// Counts the bio once, however often it is taken (in `map`, then again in `end_io`).
+    fn mark(&self) {
+        // SAFETY: By the type invariant the flag is valid and nobody else accesses it now (the
+        // target has not been handed the bio yet).
+        let flag = unsafe { &mut *self.flag.as_ptr() };
+        if !*flag {
+            *flag = true;
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The per-bio area of `bio`.
 ///
 /// # Safety
 ///
-/// `bio` must be a dm clone bio of a target whose `per_io_data_size` is `size_of::<P>()`.
-pub(crate) unsafe fn per_bio_area<P>(bio: NonNull<bindings::bio>) -> NonNull<P> {
-    if size_of::<P>() == 0 {
-        return NonNull::dangling();
-    }
+/// `bio` must be a dm clone bio of a target whose `per_io_data_size` is
+/// `size_of::<BioSlot<P>>()`.
+pub(crate) unsafe fn per_bio_slot<P>(bio: NonNull<bindings::bio>) -> NonNull<BioSlot<P>> {
     // SAFETY: The caller guarantees the per-bio area has that size; dm core places it right
     // before the bio, so the pointer is never null.
-    unsafe { NonNull::new_unchecked(dm::dm_per_bio_data(bio.as_ptr(), size_of::<P>()).cast()) }
+    unsafe {
+        NonNull::new_unchecked(dm::dm_per_bio_data(bio.as_ptr(), size_of::<BioSlot<P>>()).cast())
+    }
 }

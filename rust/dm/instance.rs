@@ -14,7 +14,10 @@
 //! (an `Arc`, a work item, another target's state) without outliving what it points into.
 
 use super::{bindings as dm, device::DeviceList};
-use core::ptr::NonNull;
+use core::{
+    ptr::NonNull,
+    sync::atomic::{AtomicUsize, Ordering},
+};
 use kernel::{
     new_mutex,
     prelude::*,
@@ -88,6 +91,10 @@ pub(crate) struct Instance {
     /// The devices the target opened; put after the private data is dropped.
     pub(crate) devices: DeviceList,
     pub(crate) private: *mut c_void,
+    /// Bios the target took over (in `map` or `end_io`) whose final completion has not run.
+    /// dm core destroys a table only after all its bios completed, so this is 0 in `dtr`;
+    /// anything else is a bug, warned about there.
+    pub(crate) owned_bios: AtomicUsize,
 }
 
 impl Instance {
@@ -107,6 +114,7 @@ impl Instance {
             relay,
             devices,
             private,
+            owned_bios: AtomicUsize::new(0),
         };
         Ok(KBox::new(instance, GFP_KERNEL)?)
     }
@@ -115,6 +123,14 @@ impl Instance {
     /// the caller to drop in that order.
     pub(crate) fn destroy(self: KBox<Self>) -> (*mut c_void, DeviceList) {
         self.relay.clear();
+        let left = self.owned_bios.load(Ordering::Relaxed);
+        if left != 0 {
+            pr_err!(
+                "rthin: target destroyed with {} bios it took over still unfinished\n",
+                left
+            );
+        }
+        kernel::warn_on!(left != 0);
         let this = KBox::into_inner(self);
         (this.private, this.devices)
     }

@@ -9,24 +9,26 @@
 //! target concurrently with, or after, its `dtr`, and calls `dtr` only after a successful
 //! `ctr`.
 
+use super::bio::BioSlot;
 use super::{
     bindings as dm, instance::Instance, Args, BlkStatus, DeviceVisitor, EndIoRequest, MapRequest,
     QueueLimits, Registration, ResultWriter, StatusFlags, StatusType, Target, TargetCtr, TargetRef,
 };
-use core::{marker::PhantomData, ptr::NonNull};
+use core::{marker::PhantomData, ptr::NonNull, sync::atomic::Ordering};
 use kernel::{bindings, ffi::c_uint, prelude::*, types::ForeignOwnable};
 
 /// Builds the `struct target_type` of `T` and holds its callbacks.
 pub(crate) struct TargetVTable<T: Target>(PhantomData<T>);
 
 impl<T: Target> TargetVTable<T> {
-    /// Size of `T::PerBio` as dm core's `per_io_data_size`.
+    /// Size of the per-bio area (`T::PerBio` and the glue's bookkeeping) as dm core's
+    /// `per_io_data_size`.
     const PER_BIO_SIZE: usize = {
         // dm core places per-bio data right before its `struct dm_target_io`, whose alignment
         // (at least that of a pointer) is all the per-bio area is guaranteed.
-        assert!(align_of::<T::PerBio>() <= align_of::<*const u8>());
-        assert!(size_of::<T::PerBio>() <= u32::MAX as usize);
-        size_of::<T::PerBio>()
+        assert!(align_of::<BioSlot<T::PerBio>>() <= align_of::<*const u8>());
+        assert!(size_of::<BioSlot<T::PerBio>>() <= u32::MAX as usize);
+        size_of::<BioSlot<T::PerBio>>()
     };
 
     /// A `target_type` for `T`, owned by `module`; callbacks `T` does not implement stay
@@ -40,13 +42,9 @@ impl<T: Target> TargetVTable<T> {
         tt.ctr = Some(Self::ctr_callback);
         tt.dtr = Some(Self::dtr_callback);
         tt.map = Some(Self::map_callback);
-        // Per-bio data with a destructor is dropped when its bio completes, so the callback is
-        // needed even when the target has no `end_io` of its own.
-        tt.end_io = if T::HAS_END_IO || core::mem::needs_drop::<T::PerBio>() {
-            Some(Self::end_io_callback)
-        } else {
-            None
-        };
+        // Always: per-bio data is dropped, and bios the target took over are counted out, when
+        // they complete, also for a target without an `end_io` of its own.
+        tt.end_io = Some(Self::end_io_callback);
         tt.status = if T::HAS_STATUS {
             Some(Self::status_callback)
         } else {
@@ -99,6 +97,23 @@ impl<T: Target> TargetVTable<T> {
     unsafe fn instance<'a>(
         ti: *mut dm::dm_target,
     ) -> Option<(<T::Private as ForeignOwnable>::Borrowed<'a>, &'a TargetRef)> {
+        // SAFETY: Same requirements.
+        unsafe { Self::instance_and_glue(ti) }.map(|(private, ti, _)| (private, ti))
+    }
+
+    /// [`Self::instance`], with the glue's own part of the instance.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Self::instance`].
+    #[allow(clippy::type_complexity)]
+    unsafe fn instance_and_glue<'a>(
+        ti: *mut dm::dm_target,
+    ) -> Option<(
+        <T::Private as ForeignOwnable>::Borrowed<'a>,
+        &'a TargetRef,
+        &'a Instance,
+    )> {
         // SAFETY: `ti` is valid (caller), so is its `private` field: a boxed `Instance` set by
         // `ctr_callback` that lives until `dtr_callback`, which first sets it to null. A
         // callback that comes too late (a bug elsewhere) finds null and does nothing.
@@ -109,7 +124,7 @@ impl<T: Target> TargetVTable<T> {
         let private = unsafe { T::Private::borrow(instance.private) };
         // SAFETY: dm core keeps `ti` alive and unchanged for the duration of the callback.
         let ti = unsafe { TargetRef::from_raw(ti) };
-        Some((private, ti))
+        Some((private, ti, instance))
     }
 
     /// `target_type.ctr`.
@@ -197,7 +212,7 @@ impl<T: Target> TargetVTable<T> {
     /// finishes it), whose per-bio area has `per_io_data_size` bytes.
     unsafe extern "C" fn map_callback(ti: *mut dm::dm_target, bio: *mut bindings::bio) -> c_int {
         // SAFETY: The target is constructed (dm core calls this only then).
-        let Some((private, ti)) = (unsafe { Self::instance(ti) }) else {
+        let Some((private, ti, instance)) = (unsafe { Self::instance_and_glue(ti) }) else {
             return dm::DM_MAPIO_KILL as c_int;
         };
         let Some(bio) = NonNull::new(bio) else {
@@ -208,10 +223,15 @@ impl<T: Target> TargetVTable<T> {
             return dm::DM_MAPIO_KILL as c_int;
         };
         // SAFETY: `per_bio` is valid for writes and aligned (checked by `PER_BIO_SIZE`).
-        unsafe { per_bio.write(T::PerBio::default()) };
-        // SAFETY: The bio is ours for the call; its per-bio data was just initialised and is
-        // disjoint from it.
-        let request = unsafe { MapRequest::new(bio, per_bio) };
+        unsafe {
+            per_bio.write(BioSlot {
+                data: T::PerBio::default(),
+                owned: false,
+            })
+        };
+        // SAFETY: The bio is ours for the call; its per-bio area was just initialised and is
+        // disjoint from it; the count is this instance's.
+        let request = unsafe { MapRequest::new(bio, per_bio, &instance.owned_bios) };
         let code = T::map(private, ti, request).into_raw();
         // dm core calls `end_io` only for bios that were remapped or submitted: the per-bio
         // data of a killed or requeued bio is dropped here (a requeued bio is mapped afresh).
@@ -223,17 +243,17 @@ impl<T: Target> TargetVTable<T> {
         code
     }
 
-    /// The per-bio data of `bio` (dangling but aligned for a zero-sized `T::PerBio`).
+    /// The per-bio area of `bio`.
     ///
     /// # Safety
     ///
     /// `bio` must be a clone bio of a target of type `T` (so it has `PER_BIO_SIZE` bytes of
     /// per-bio data).
-    unsafe fn per_bio(bio: NonNull<bindings::bio>) -> Option<NonNull<T::PerBio>> {
-        // Evaluating the constant checks the per-bio type's size and alignment.
+    unsafe fn per_bio(bio: NonNull<bindings::bio>) -> Option<NonNull<BioSlot<T::PerBio>>> {
+        // Evaluating the constant checks the per-bio area's size and alignment.
         let _ = Self::PER_BIO_SIZE;
         // SAFETY: The bio is a dm clone with that much per-bio data (caller).
-        Some(unsafe { super::bio::per_bio_area::<T::PerBio>(bio) })
+        Some(unsafe { super::bio::per_bio_slot::<T::PerBio>(bio) })
     }
 
     /// `target_type.end_io`.
@@ -248,7 +268,7 @@ impl<T: Target> TargetVTable<T> {
         error: *mut bindings::blk_status_t,
     ) -> c_int {
         // SAFETY: The target is constructed (dm core calls this only then).
-        let Some((private, ti)) = (unsafe { Self::instance(ti) }) else {
+        let Some((private, ti, instance)) = (unsafe { Self::instance_and_glue(ti) }) else {
             return dm::DM_ENDIO_DONE as c_int;
         };
         let Some(bio) = NonNull::new(bio) else {
@@ -262,7 +282,7 @@ impl<T: Target> TargetVTable<T> {
         };
         // SAFETY: dm core hands us the bio for the call; its per-bio data is initialised and
         // disjoint from it.
-        let request = unsafe { EndIoRequest::new(bio, per_bio) };
+        let request = unsafe { EndIoRequest::new(bio, per_bio, &instance.owned_bios) };
         let code = if T::HAS_END_IO {
             T::end_io(private, ti, request, &mut status).into_raw()
         } else {
@@ -273,6 +293,10 @@ impl<T: Target> TargetVTable<T> {
         // Unless the target kept the bio (`DM_ENDIO_INCOMPLETE`: it ends it again later, and
         // this runs again), the bio's life with this target is over: drop its per-bio data.
         if code != dm::DM_ENDIO_INCOMPLETE as c_int {
+            // SAFETY: Initialised by `map_callback`; nothing else refers to it (see below).
+            if unsafe { (*per_bio.as_ptr()).owned } {
+                instance.owned_bios.fetch_sub(1, Ordering::Relaxed);
+            }
             // SAFETY: Initialised by `map_callback`; the `EndIoRequest` was consumed and no
             // `OwnedBio` of the bio exists (it was ended or submitted, which consumed it), so
             // nothing else refers to it; this is the bio's last completion, so it is dropped
