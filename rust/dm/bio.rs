@@ -144,20 +144,72 @@ impl Bio {
     }
 }
 
+/// A bio a callback has in hand, with its per-bio data: what [`MapRequest`] and
+/// [`EndIoRequest`] share.
+///
+/// # Invariants
+///
+/// `bio` is the bio dm core handed to the callback; `per_bio` its per-bio data (the first field
+/// of its initialised [`BioSlot`]); dm core does not touch either during `'a`. `owned` marks
+/// the same slot.
+struct BioInHand<'a, P> {
+    bio: NonNull<bindings::bio>,
+    per_bio: NonNull<P>,
+    owned: OwnedMark<'a>,
+}
+
+impl<'a, P> BioInHand<'a, P> {
+    /// # Safety
+    ///
+    /// `bio` must be the bio passed to the callback; `slot` its initialised per-bio area; both
+    /// unaccessed by anything else during `'a`; `owned_bios` the target instance's count.
+    unsafe fn new(
+        bio: NonNull<bindings::bio>,
+        slot: NonNull<BioSlot<P>>,
+        owned_bios: &'a AtomicUsize,
+    ) -> Self {
+        // INVARIANT: Guaranteed by the caller; the data is the slot's first field.
+        Self {
+            bio,
+            per_bio: slot.cast(),
+            owned: OwnedMark::new(slot, owned_bios),
+        }
+    }
+
+    fn bio(&mut self) -> &mut Bio {
+        // SAFETY: By the type invariant the bio is valid and exclusively ours; the borrow of
+        // `self` bounds the reference.
+        unsafe { Bio::from_raw(self.bio.as_ptr()) }
+    }
+
+    fn per_bio(&mut self) -> &mut P {
+        // SAFETY: By the type invariant the area is initialised, exclusively ours and disjoint
+        // from the bio.
+        unsafe { self.per_bio.as_mut() }
+    }
+
+    /// The target takes the bio over: counted as owned, and handed out as an [`OwnedBio`].
+    ///
+    /// The caller returns `DM_MAPIO_SUBMITTED` or `DM_ENDIO_INCOMPLETE`, after which dm core
+    /// leaves the bio to the target until it is ended or submitted.
+    fn into_owned(self) -> OwnedBio<P> {
+        self.owned.mark();
+        // INVARIANT: As the caller's return value guarantees; the per-bio data lives as long as
+        // the bio.
+        OwnedBio {
+            bio: self.bio,
+            per_bio: self.per_bio,
+        }
+    }
+}
+
 /// A bio handed to [`super::Target::map`], together with its per-bio data.
 ///
 /// Consuming it is the only way to produce the [`MapOutcome`] that `map` must return, so every
 /// mapped bio gets exactly one decision, and `DM_MAPIO_SUBMITTED` is only possible together
 /// with an [`OwnedBio`].
-///
-/// # Invariants
-///
-/// `bio` is the bio being mapped; `per_bio` is its per-bio data area, which dm core reserved
-/// with the size of `P` and the glue initialised. dm core does not touch either during `'a`.
 pub struct MapRequest<'a, P> {
-    bio: NonNull<bindings::bio>,
-    per_bio: NonNull<P>,
-    owned: OwnedMark<'a>,
+    inner: BioInHand<'a, P>,
     _life: PhantomData<fn(&'a ()) -> &'a ()>,
 }
 
@@ -171,27 +223,21 @@ impl<'a, P> MapRequest<'a, P> {
         slot: NonNull<BioSlot<P>>,
         owned_bios: &'a AtomicUsize,
     ) -> Self {
-        // INVARIANT: Guaranteed by the caller; the data is the slot's first field.
         Self {
-            bio,
-            per_bio: slot.cast(),
-            owned: OwnedMark::new(slot, owned_bios),
+            // SAFETY: The caller's guarantees, for the duration of `map`.
+            inner: unsafe { BioInHand::new(bio, slot, owned_bios) },
             _life: PhantomData,
         }
     }
 
     /// The bio.
     pub fn bio(&mut self) -> &mut Bio {
-        // SAFETY: By the type invariant the bio is valid and exclusively ours; the borrow of
-        // `self` bounds the reference.
-        unsafe { Bio::from_raw(self.bio.as_ptr()) }
+        self.inner.bio()
     }
 
     /// The bio's per-bio data.
     pub fn per_bio(&mut self) -> &mut P {
-        // SAFETY: By the type invariant the area is initialised, exclusively ours and disjoint
-        // from the bio.
-        unsafe { self.per_bio.as_mut() }
+        self.inner.per_bio()
     }
 
     fn outcome(self, code: u32) -> MapOutcome<'a> {
@@ -200,7 +246,6 @@ impl<'a, P> MapRequest<'a, P> {
             _life: PhantomData,
         }
     }
-
     /// Sends the bio to `dev` (sector unchanged unless set before): `DM_MAPIO_REMAPPED`.
     pub fn remap(mut self, dev: &DmDev) -> MapOutcome<'a> {
         self.bio().set_dev(dev);
@@ -229,14 +274,14 @@ impl<'a, P> MapRequest<'a, P> {
     /// Takes the bio over: `DM_MAPIO_SUBMITTED`. The target must complete or submit the
     /// returned [`OwnedBio`] later.
     pub fn take(self) -> (OwnedBio<P>, MapOutcome<'a>) {
-        self.owned.mark();
-        // INVARIANT: After `DM_MAPIO_SUBMITTED`, dm core leaves the bio to the target until it
-        // is ended or submitted; the per-bio data lives as long as the bio.
-        let owned = OwnedBio {
-            bio: self.bio,
-            per_bio: self.per_bio,
-        };
-        (owned, self.outcome(dm::DM_MAPIO_SUBMITTED))
+        let MapRequest { inner, .. } = self;
+        (
+            inner.into_owned(),
+            MapOutcome {
+                code: dm::DM_MAPIO_SUBMITTED as c_int,
+                _life: PhantomData,
+            },
+        )
     }
 }
 
@@ -260,15 +305,8 @@ impl MapOutcome<'_> {
 /// (complete it, with the possibly changed status), [`EndIoRequest::requeue`], or
 /// [`EndIoRequest::take`] (`DM_ENDIO_INCOMPLETE`: the target keeps the bio and completes it
 /// later with [`OwnedBio::end`], which runs `end_io` again for it).
-///
-/// # Invariants
-///
-/// As for [`MapRequest`]: `bio` is the completing clone and `per_bio` its initialised per-bio
-/// data; dm core does not touch either during `'a`.
 pub struct EndIoRequest<'a, P> {
-    bio: NonNull<bindings::bio>,
-    per_bio: NonNull<P>,
-    owned: OwnedMark<'a>,
+    inner: BioInHand<'a, P>,
     _life: PhantomData<fn(&'a ()) -> &'a ()>,
 }
 
@@ -282,25 +320,21 @@ impl<'a, P> EndIoRequest<'a, P> {
         slot: NonNull<BioSlot<P>>,
         owned_bios: &'a AtomicUsize,
     ) -> Self {
-        // INVARIANT: Guaranteed by the caller; the data is the slot's first field.
         Self {
-            bio,
-            per_bio: slot.cast(),
-            owned: OwnedMark::new(slot, owned_bios),
+            // SAFETY: The caller's guarantees, for the duration of `end_io`.
+            inner: unsafe { BioInHand::new(bio, slot, owned_bios) },
             _life: PhantomData,
         }
     }
 
     /// The bio.
     pub fn bio(&mut self) -> &mut Bio {
-        // SAFETY: By the type invariant the bio is valid and exclusively ours for the borrow.
-        unsafe { Bio::from_raw(self.bio.as_ptr()) }
+        self.inner.bio()
     }
 
     /// The bio's per-bio data.
     pub fn per_bio(&mut self) -> &mut P {
-        // SAFETY: By the type invariant the area is initialised, ours and disjoint from the bio.
-        unsafe { self.per_bio.as_mut() }
+        self.inner.per_bio()
     }
 
     fn outcome(self, code: u32) -> EndIoOutcome<'a> {
@@ -323,14 +357,14 @@ impl<'a, P> EndIoRequest<'a, P> {
     /// Keep the bio (`DM_ENDIO_INCOMPLETE`): the target must end it later through the returned
     /// [`OwnedBio`]; that second completion calls `end_io` again, which then decides afresh.
     pub fn take(self) -> (OwnedBio<P>, EndIoOutcome<'a>) {
-        self.owned.mark();
-        // INVARIANT: After `DM_ENDIO_INCOMPLETE` dm core leaves the bio to the target until it
-        // is ended again; the per-bio data lives as long as the bio.
-        let owned = OwnedBio {
-            bio: self.bio,
-            per_bio: self.per_bio,
-        };
-        (owned, self.outcome(dm::DM_ENDIO_INCOMPLETE))
+        let EndIoRequest { inner, .. } = self;
+        (
+            inner.into_owned(),
+            EndIoOutcome {
+                code: dm::DM_ENDIO_INCOMPLETE as c_int,
+                _life: PhantomData,
+            },
+        )
     }
 }
 

@@ -265,6 +265,36 @@ impl<const N: usize> Drop for Held<N> {
     }
 }
 
+/// What both guards offer: the block number, the user tag, the bytes.
+macro_rules! guard_accessors {
+    ($guard:ident) => {
+        impl<const N: usize> $guard<N> {
+            /// The block number.
+            pub fn block(&self) -> u64 {
+                self.0.block()
+            }
+
+            /// The buffer's user tag (0 when bufio (re)loaded the buffer).
+            pub fn tag(&self) -> u32 {
+                self.0.tag()
+            }
+
+            /// Sets the user tag (any holder may update it, last write wins).
+            pub fn set_tag(&self, tag: u32) {
+                self.0.set_tag(tag)
+            }
+        }
+
+        impl<const N: usize> Deref for $guard<N> {
+            type Target = [u8; N];
+
+            fn deref(&self) -> &[u8; N] {
+                self.0.bytes()
+            }
+        }
+    };
+}
+
 /// Shared access to a buffer.
 pub struct BufferRef<const N: usize>(Held<N>);
 
@@ -273,30 +303,7 @@ unsafe impl<const N: usize> Send for BufferRef<N> {}
 // SAFETY: `&BufferRef` only reads.
 unsafe impl<const N: usize> Sync for BufferRef<N> {}
 
-impl<const N: usize> BufferRef<N> {
-    /// The block number.
-    pub fn block(&self) -> u64 {
-        self.0.block()
-    }
-
-    /// The buffer's user tag (0 when bufio (re)loaded the buffer).
-    pub fn tag(&self) -> u32 {
-        self.0.tag()
-    }
-
-    /// Sets the user tag (shared: any holder may update it, last write wins).
-    pub fn set_tag(&self, tag: u32) {
-        self.0.set_tag(tag)
-    }
-}
-
-impl<const N: usize> Deref for BufferRef<N> {
-    type Target = [u8; N];
-
-    fn deref(&self) -> &[u8; N] {
-        self.0.bytes()
-    }
-}
+guard_accessors!(BufferRef);
 
 impl<const N: usize> Drop for BufferRef<N> {
     fn drop(&mut self) {
@@ -312,30 +319,7 @@ unsafe impl<const N: usize> Send for BufferMut<N> {}
 // SAFETY: `&BufferMut` only reads.
 unsafe impl<const N: usize> Sync for BufferMut<N> {}
 
-impl<const N: usize> BufferMut<N> {
-    /// The block number.
-    pub fn block(&self) -> u64 {
-        self.0.block()
-    }
-
-    /// The buffer's user tag.
-    pub fn tag(&self) -> u32 {
-        self.0.tag()
-    }
-
-    /// Sets the user tag.
-    pub fn set_tag(&self, tag: u32) {
-        self.0.set_tag(tag)
-    }
-}
-
-impl<const N: usize> Deref for BufferMut<N> {
-    type Target = [u8; N];
-
-    fn deref(&self) -> &[u8; N] {
-        self.0.bytes()
-    }
-}
+guard_accessors!(BufferMut);
 
 impl<const N: usize> DerefMut for BufferMut<N> {
     fn deref_mut(&mut self) -> &mut [u8; N] {

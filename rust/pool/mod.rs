@@ -160,26 +160,10 @@ impl PoolInstance {
         let data_sectors = ti.device(self.data_dev).map_or(0, |d| d.nr_sectors());
         let data_blocks = data_sectors.checked_div(bs).unwrap_or(0);
         let current = meta.engine.data_nr_blocks();
-        if data_blocks < current {
-            pr_err!(
-                "{}: pool target ({} blocks) too small: expected {}\n",
-                pool.key.pool_md,
-                data_blocks,
-                current
-            );
-            return Err(EINVAL);
-        }
+        refuse_shrinking(pool, "pool target", data_blocks, current)?;
         let metadata_blocks = metadata_device_blocks(&meta.engine);
         let current_meta = meta.engine.metadata_nr_blocks();
-        if metadata_blocks < current_meta {
-            pr_err!(
-                "{}: metadata device ({} blocks) too small: expected {}\n",
-                pool.key.pool_md,
-                metadata_blocks,
-                current_meta
-            );
-            return Err(EINVAL);
-        }
+        refuse_shrinking(pool, "metadata device", metadata_blocks, current_meta)?;
         let grow = data_blocks > current || metadata_blocks > current_meta;
         if grow && meta.engine.needs_check() {
             pr_err!(
@@ -239,6 +223,22 @@ fn passdown_supported(data: &DmDev, block_size: u32) -> bool {
         reason
     );
     false
+}
+
+/// dm-thin cannot shrink a pool's data or metadata: refuses a device of `blocks` where the
+/// pool has `current`.
+fn refuse_shrinking(pool: &PoolObject, what: &str, blocks: u64, current: u64) -> Result {
+    if blocks < current {
+        pr_err!(
+            "{}: {} ({} blocks) too small: expected {}\n",
+            pool.key.pool_md,
+            what,
+            blocks,
+            current
+        );
+        return Err(EINVAL);
+    }
+    Ok(())
 }
 
 fn warn_if_metadata_too_big(dev: &DmDev) {

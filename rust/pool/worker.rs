@@ -86,29 +86,24 @@ pub(super) fn run(pool: &Arc<PoolObject>) {
         meta: &mut meta,
         requeued: false,
     };
-    // Bios to send or complete after the commit, one list per thin (their remap destination).
-    let mut after_commit: KVec<BioList<ThinBio>> = KVec::new();
+    // Bios to send (all to the data device) or complete after the commit.
+    let mut after_commit = BioList::new();
     for thin in thins.iter() {
         // Keep each active thin's details in memory: `map`'s lookups then skip the details
         // tree. (Cheap once cached; an error shows again in the lookups themselves.)
         let _ = worker.engine().cache_details(thin.dev_id);
-        let mut waiting = BioList::new();
         let (mut provisioned, mut filled, mut deferred) = {
             let mut q = thin.queues.lock();
             (q.provisioned.take(), q.filled.take(), q.deferred.take())
         };
         while let Some(bio) = provisioned.pop() {
-            worker.finish_overwrite(thin, bio, &mut waiting);
+            worker.finish_overwrite(thin, bio, &mut after_commit);
         }
         while let Some(bio) = filled.pop() {
-            worker.finish_fill(thin, bio, &mut waiting);
+            worker.finish_fill(thin, bio, &mut after_commit);
         }
         while let Some(bio) = deferred.pop() {
-            worker.process(thin, bio, &mut waiting);
-        }
-        if after_commit.push(waiting, GFP_KERNEL).is_err() {
-            // The list was dropped with its bios, which failed them: nothing is lost silently.
-            pr_err!("{}: out of memory in the worker\n", pool.key.pool_md);
+            worker.process(thin, bio, &mut after_commit);
         }
     }
     let requeued = worker.requeued;
@@ -116,7 +111,7 @@ pub(super) fn run(pool: &Arc<PoolObject>) {
     // The periodic commit waits while whole-block writes to new blocks are in flight: their
     // blocks are allocated but not mapped yet, and a commit now followed by a crash would leak
     // them (thin_check reports leaked data blocks). Their completions run the worker again.
-    let must_commit = after_commit.iter().any(|l| !l.is_empty())
+    let must_commit = !after_commit.is_empty()
         || (meta.cells.is_empty()
             && meta.last_commit.elapsed() >= Delta::from_millis(COMMIT_PERIOD_MS));
     let committed = if meta.engine.has_uncommitted_changes() && must_commit {
@@ -128,17 +123,15 @@ pub(super) fn run(pool: &Arc<PoolObject>) {
     let still_dirty = meta.engine.has_uncommitted_changes();
     drop(meta);
 
-    for list in after_commit.iter_mut() {
-        while let Some(mut bio) = list.pop() {
-            if !committed {
-                bio.end(BlkStatus::IOERR);
-            } else if bio.per_bio().stage == Stage::Finished || bio.bio().is_empty() {
-                // Its data is on disk (or it carries none) and the data device was flushed
-                // by the commit.
-                bio.end(BlkStatus::OK);
-            } else {
-                bio.submit_to(&pool.data_dev);
-            }
+    while let Some(mut bio) = after_commit.pop() {
+        if !committed {
+            bio.end(BlkStatus::IOERR);
+        } else if bio.per_bio().stage == Stage::Finished || bio.bio().is_empty() {
+            // Its data is on disk (or it carries none) and the data device was flushed by the
+            // commit.
+            bio.end(BlkStatus::OK);
+        } else {
+            bio.submit_to(&pool.data_dev);
         }
     }
     if requeued {
@@ -527,29 +520,42 @@ impl Worker<'_> {
             return;
         }
         bio.per_bio().stage = Stage::Plain;
-        self.unlock_cell(thin.dev_id, vblock);
-        if !self.pool.mode().metadata_writable() {
-            // The transaction that allocated the block was aborted.
-            bio.end(BlkStatus::IOERR);
-            return;
-        }
         if !write_ok {
             pr_err!(
                 "{}: preparing data block {} failed\n",
                 self.pool.key.pool_md,
                 data_block
             );
-            self.release(data_block);
-            bio.end(BlkStatus::IOERR);
-            return;
         }
-        if !self.map_block(thin.dev_id, vblock, data_block) {
+        if !self.complete_provisioning(thin.dev_id, vblock, data_block, write_ok) {
             bio.end(BlkStatus::IOERR);
             return;
         }
         let offset = bio.bio().sector() % bs;
         bio.bio().set_sector(data_block * bs + offset);
         self.issue(bio, after_commit);
+    }
+
+    /// The data for new block `data_block` of `vblock` of thin `dev_id` is written (`data_ok`)
+    /// or failed: unlock the block's cell and map the block, or give it back. Returns whether
+    /// the block is mapped.
+    fn complete_provisioning(
+        &mut self,
+        dev_id: u64,
+        vblock: u64,
+        data_block: u64,
+        data_ok: bool,
+    ) -> bool {
+        self.unlock_cell(dev_id, vblock);
+        if !self.pool.mode().metadata_writable() {
+            // The transaction that allocated the block was aborted.
+            return false;
+        }
+        if !data_ok {
+            self.release(data_block);
+            return false;
+        }
+        self.map_block(dev_id, vblock, data_block)
     }
 
     /// `vblock` of thin `dev_id` is provisioned (or failed to be): the bios waiting for it go
@@ -576,18 +582,7 @@ impl Worker<'_> {
             ..
         } = *bio.per_bio();
         bio.per_bio().stage = Stage::Finished;
-        self.unlock_cell(thin.dev_id, vblock);
-        if !self.pool.mode().metadata_writable() {
-            // The transaction that allocated the block was aborted.
-            bio.end(BlkStatus::IOERR);
-            return;
-        }
-        if !write_ok {
-            self.release(data_block);
-            bio.end(BlkStatus::IOERR);
-            return;
-        }
-        if !self.map_block(thin.dev_id, vblock, data_block) {
+        if !self.complete_provisioning(thin.dev_id, vblock, data_block, write_ok) {
             bio.end(BlkStatus::IOERR);
             return;
         }

@@ -33,33 +33,6 @@ side() {
   esac
 }
 
-# open_all IDS: open the pool and activate thins IDS as t<ID>.
-open_all() {
-  local id
-  tl_pool pool "$META" "$DATA" $NB 10 || return 1
-  for id in $1; do tl_thin "t$id" pool "$id" $LEN || return 1; done
-}
-# close_all IDS
-close_all() {
-  local id r=0
-  for id in $1; do tl_remove "t$id" || r=1; done
-  tl_remove pool || r=1
-  return "$r"
-}
-# snapshot IDS: pool status line, each thin's status and md5, one a line.
-snapshot() {
-  local id
-  echo "pool: $(tl_pstatus pool)"
-  for id in $1; do echo "t$id: $(tl_tstatus "t$id") $(tl_dev_sum "/dev/mapper/t$id")"; done
-}
-# same_state NAME FILE IDS: the open pool matches the snapshot in FILE.
-same_state() {
-  local now
-  now=$(snapshot "$3")
-  if [ "$now" = "$(cat "$2")" ]; then pass "$1"; else
-    fail "$1" "$(printf '%s\n' "$now" | diff "$2" - | grep '^[-+][^-+]' | tr '\n' ' ')"
-  fi
-}
 
 # scenario TAG MAKER OPENER
 scenario() {
@@ -88,14 +61,14 @@ scenario() {
     fail "$tag-make" "$(dmesg | tail -n 1)"
     return
   fi
-  snapshot "0 1 2" >"$TL_WORK/state1"
-  step "$tag-make-teardown" close_all "0 1 2"
+  tl_snapshot "0 1 2" >"$TL_WORK/state1"
+  step "$tag-make-teardown" tl_close_all "0 1 2"
   step "$tag-thin_check-1" thin_check "$META"
 
   # --- Y opens: same contents, same numbers; then changes things ----------------------------------
   side "$y"
-  if open_all "0 1 2"; then pass "$tag-open"; else fail "$tag-open" "$(dmesg | tail -n 1)"; return; fi
-  same_state "$tag-same-state" "$TL_WORK/state1" "0 1 2"
+  if tl_open_all "0 1 2"; then pass "$tag-open"; else fail "$tag-open" "$(dmesg | tail -n 1)"; return; fi
+  tl_same_state "$tag-same-state" "$TL_WORK/state1" "0 1 2"
   step "$tag-e2fsck-origin" e2fsck -fn /dev/mapper/t0
   step "$tag-e2fsck-snap" e2fsck -fn /dev/mapper/t1
   if tl_mount /dev/mapper/t1 "$M" noinit_itable; then
@@ -114,17 +87,17 @@ scenario() {
   else
     fail "$tag-change" "$(dmesg | tail -n 1)"
   fi
-  snapshot "1 2 3" >"$TL_WORK/state2"
-  step "$tag-change-teardown" close_all "1 2 3"
+  tl_snapshot "1 2 3" >"$TL_WORK/state2"
+  step "$tag-change-teardown" tl_close_all "1 2 3"
   step "$tag-thin_check-2" thin_check "$META"
 
   # --- X reopens: exactly Y's state ----------------------------------------------------------------
   side "$x"
-  if open_all "1 2 3"; then pass "$tag-reopen"; else fail "$tag-reopen" "$(dmesg | tail -n 1)"; return; fi
-  same_state "$tag-same-state-back" "$TL_WORK/state2" "1 2 3"
+  if tl_open_all "1 2 3"; then pass "$tag-reopen"; else fail "$tag-reopen" "$(dmesg | tail -n 1)"; return; fi
+  tl_same_state "$tag-same-state-back" "$TL_WORK/state2" "1 2 3"
   msg_fails "$tag-deleted-stays-deleted" pool "$ENODATA_TEXT" delete 0
   step "$tag-e2fsck-back" e2fsck -fn /dev/mapper/t1
-  step "$tag-final-teardown" close_all "1 2 3"
+  step "$tag-final-teardown" tl_close_all "1 2 3"
   step "$tag-thin_check-3" thin_check "$META"
   losetup -d "$META"
   losetup -d "$DATA"

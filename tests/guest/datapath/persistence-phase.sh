@@ -25,34 +25,11 @@ tl_load "$POOL_TARGET" "$THIN_TARGET"
 echo "info: phase $phase with $POOL_TARGET/$THIN_TARGET"
 [ -b $META ] && [ -b $DATA ] || { fail "p$phase-disks" "no /dev/rthin/meta or data"; finish; }
 
-open_all() {
-  local id
-  tl_pool pool $META $DATA $NB 10 || return 1
-  for id in $1; do tl_thin "t$id" pool "$id" $LEN || return 1; done
-}
-close_all() {
-  local id r=0
-  for id in $1; do tl_remove "t$id" || r=1; done
-  tl_remove pool || r=1
-  return "$r"
-}
-snapshot() {
-  local id
-  echo "pool: $(tl_pstatus pool)"
-  for id in $1; do echo "t$id: $(tl_tstatus "t$id") $(tl_dev_sum "/dev/mapper/t$id")"; done
-}
-same_state() {
-  local now
-  now=$(snapshot "$3")
-  if [ "$now" = "$(cat "$2")" ]; then pass "$1"; else
-    fail "$1" "$(printf '%s\n' "$now" | diff "$2" - | grep '^[-+][^-+]' | tr '\n' ' ')"
-  fi
-}
 
 case $phase in
 1)
   dd if=/dev/zero of=$META bs=4096 count=1 conv=fsync status=none
-  if open_all "" && tl_msg pool create_thin 0 && tl_thin t0 pool 0 $LEN && tl_mkfs /dev/mapper/t0 &&
+  if tl_open_all "" && tl_msg pool create_thin 0 && tl_thin t0 pool 0 $LEN && tl_mkfs /dev/mapper/t0 &&
     tl_mount /dev/mapper/t0 "$M" noinit_itable && head -c 2000000 /dev/urandom >"$M/f1" &&
     echo persisted >"$M/hello" && umount "$M" &&
     tl_msg pool create_thin 1 && tl_thin t1 pool 1 $LEN &&
@@ -65,7 +42,7 @@ case $phase in
     fail "p1-fill" "$(dmesg | tail -n 1)"
     finish
   fi
-  snapshot "0 1 2 3" >"$out/state1"
+  tl_snapshot "0 1 2 3" >"$out/state1"
   # An acknowledged write with no flush after it: dm-thin commits every second on its own
   # (COMMIT_PERIOD), so after 2 s its mapping must be on disk too.
   tl_wblk /dev/mapper/t3 0 unflushed
@@ -77,10 +54,10 @@ case $phase in
   fail "p1-crash" "sysrq b did not reboot"
   ;;
 2)
-  if open_all "0 1 2 3"; then pass "p2-reopen-after-crash"; else fail "p2-reopen-after-crash" "$(dmesg | tail -n 1)"; finish; fi
+  if tl_open_all "0 1 2 3"; then pass "p2-reopen-after-crash"; else fail "p2-reopen-after-crash" "$(dmesg | tail -n 1)"; finish; fi
   # thin 3 and the pool's data and metadata counts include the unflushed block; the rest is
   # exactly as recorded.
-  snapshot "0 1 2" >"$TL_WORK/now"
+  tl_snapshot "0 1 2" >"$TL_WORK/now"
   grep -v '^t3:' "$out/state1" >"$TL_WORK/want"
   if [ "$(grep -v '^pool:' "$TL_WORK/now")" = "$(grep -v '^pool:' "$TL_WORK/want")" ] &&
     [ "$(grep '^pool:' "$TL_WORK/now" | cut -d' ' -f1-2,5-)" = "$(grep '^pool:' "$TL_WORK/want" | cut -d' ' -f1-2,5-)" ]; then
@@ -105,15 +82,15 @@ case $phase in
   else
     fail "p2-change" "$(dmesg | tail -n 1)"
   fi
-  snapshot "0 2 3 4" >"$out/state2"
-  step "p2-teardown" close_all "0 2 3 4"
+  tl_snapshot "0 2 3 4" >"$out/state2"
+  step "p2-teardown" tl_close_all "0 2 3 4"
   step "p2-thin_check" thin_check $META
   ;;
 3)
-  if open_all "0 2 3 4"; then pass "p3-reopen"; else fail "p3-reopen" "$(dmesg | tail -n 1)"; finish; fi
-  same_state "p3-state" "$out/state2" "0 2 3 4"
+  if tl_open_all "0 2 3 4"; then pass "p3-reopen"; else fail "p3-reopen" "$(dmesg | tail -n 1)"; finish; fi
+  tl_same_state "p3-state" "$out/state2" "0 2 3 4"
   step "p3-e2fsck-snap" e2fsck -fn /dev/mapper/t4
-  step "p3-teardown" close_all "0 2 3 4"
+  step "p3-teardown" tl_close_all "0 2 3 4"
   step "p3-thin_check" thin_check $META
   ;;
 *)

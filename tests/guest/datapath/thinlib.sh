@@ -330,3 +330,35 @@ tl_cleanup() {
   rm -rf "$TL_WORK"
 }
 trap tl_cleanup EXIT
+
+# Whole-pool helpers for tests that take a pool down and bring it back (portability between
+# targets, persistence across boots). They use the caller's META, DATA (devices), NB (data
+# blocks) and LEN (thin length in sectors); the pool is "pool", thin ID is "t<ID>".
+# tl_open_all IDS: open the pool (low water mark 10) and activate thins IDS.
+tl_open_all() {
+  local id
+  # shellcheck disable=SC2153 # META, DATA, NB and LEN are the caller's (see above)
+  tl_pool pool "$META" "$DATA" "$NB" 10 || return 1
+  for id in $1; do tl_thin "t$id" pool "$id" "$LEN" || return 1; done
+}
+# tl_close_all IDS: remove thins IDS, then the pool.
+tl_close_all() {
+  local id r=0
+  for id in $1; do tl_remove "t$id" || r=1; done
+  tl_remove pool || r=1
+  return "$r"
+}
+# tl_snapshot IDS: pool status line, each thin's status and md5, one a line.
+tl_snapshot() {
+  local id
+  echo "pool: $(tl_pstatus pool)"
+  for id in $1; do echo "t$id: $(tl_tstatus "t$id") $(tl_dev_sum "/dev/mapper/t$id")"; done
+}
+# tl_same_state NAME FILE IDS: the open pool matches the state tl_snapshot wrote to FILE.
+tl_same_state() {
+  local now
+  now=$(tl_snapshot "$3")
+  if [ "$now" = "$(cat "$2")" ]; then pass "$1"; else
+    fail "$1" "$(printf '%s\n' "$now" | diff "$2" - | grep '^[-+][^-+]' | tr '\n' ' ')"
+  fi
+}
