@@ -167,7 +167,10 @@ fi
 # Guest tests: one boot runs every tests/guest/[0-9]*.sh and leaves the module's KUnit KTAP in
 # a shared directory; the kernel's kunit.py parses it here on the host.
 mkdir -p "$work/guest"
-collect guest-tests qemu/run --kernel-tree "$kout" --timeout 1200 --share "$work/guest:/results" \
+# The debug kernel (lockdep and the checks in qemu/kernel-debug.config) is slower under TCG.
+guest_timeout=1200
+[ "$variant" = release ] || guest_timeout=3600
+collect guest-tests qemu/run --kernel-tree "$kout" --timeout "$guest_timeout" --share "$work/guest:/results" \
   -- /rthin/tests/guest/run-all.sh /results
 collect kunit python3 scripts/kunit-results.py "$(scripts/fetch-kernel-source.sh)" "$work/guest/kunit" \
   tests/expected-suites.txt
