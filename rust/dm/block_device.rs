@@ -9,7 +9,8 @@
 //! outlive one table (a pool object shared by thin targets and bound again on every reload, the
 //! metadata block manager, a worker's remap destination) holds a `BlockDevice` instead: its own
 //! open of the device (`bdev_file_open_by_dev`, non-exclusive, so it never conflicts with dm
-//! core's claim), released with `fput` when the handle is dropped. While the handle exists the
+//! core's claim), closed synchronously (`__fput_sync`, as dm core does) when the handle is
+//! dropped, which must therefore happen in process context. While the handle exists the
 //! `struct block_device` it points to stays valid, whatever happens to the tables.
 
 use super::{bindings as dm, DevT};
@@ -28,7 +29,8 @@ pub struct BlockDevice {
 }
 
 // SAFETY: The handle only reads immutable properties of the open device and submits I/O to it,
-// which the block layer allows from any thread; `fput` may be called from any context.
+// which the block layer allows from any thread; closing it (in `drop`) needs only a thread
+// that may sleep.
 unsafe impl Send for BlockDevice {}
 // SAFETY: `&BlockDevice` allows only the same thread-safe operations.
 unsafe impl Sync for BlockDevice {}
@@ -95,6 +97,8 @@ impl BlockDevice {
     }
 }
 
+/// Dropping the handle closes the device before returning (as dm core closes its table
+/// devices), so the device is free again at once: it may sleep, so drop it in process context.
 impl Drop for BlockDevice {
     fn drop(&mut self) {
         // SAFETY: By the type invariant `file` is open and owned by `self`; it is put exactly

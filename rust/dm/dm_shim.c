@@ -141,7 +141,13 @@ struct file *rthin_bdev_open_by_dev(dev_t dev, bool write)
 
 void rthin_bdev_file_put(struct file *file)
 {
-	fput(file);
+	/*
+	 * Synchronously, as dm core closes its table devices (close_table_device): with fput()
+	 * the close would wait for the ioctl to return to user space, and `dmsetup remove_all`
+	 * could not remove the devices below a pool in the same call.
+	 */
+	might_sleep();
+	__fput_sync(file);
 }
 
 struct block_device *rthin_file_bdev(struct file *file)
