@@ -177,6 +177,16 @@ def goal_met(w, r_c, r_lin):
     return r_c >= 1.0
 
 
+def phase_label(phase):
+    if phase == "rest":
+        return "at rest (pool + full volume)"
+    if phase == "load":
+        return "under load (rand 4 KiB write)"
+    if phase.startswith("meta"):
+        return f"after metadata ops on {phase[4:]} mapped blocks"
+    return phase
+
+
 def memory_summary(memory):
     """Module sizes (bytes) and the median over repetitions of slab growth (KiB) and dm-bufio
     bytes per target and phase."""
@@ -197,20 +207,11 @@ def memory_summary(memory):
             for phase, kv in phases.items():
                 if phase == "idle":
                     continue
+                label = phase_label(phase)
                 if "slab_kib" in kv:
-                    rows.setdefault(f"slab growth {phase} (KiB)", []).append(kv["slab_kib"] - idle)
+                    rows.setdefault(f"slab growth, {label} (KiB)", []).append(kv["slab_kib"] - idle)
                 if "bufio_bytes" in kv:
-                    rows.setdefault(f"dm-bufio {phase} (KiB)", []).append(kv["bufio_bytes"] / 1024)
-                if "bufio_peak_during_bytes" in kv:
-                    rows.setdefault("dm-bufio peak under load (KiB)", []).append(
-                        kv["bufio_peak_during_bytes"] / 1024)
-        for (tt, _rep), phases in per.items():
-            if tt != t:
-                continue
-            for phase, kv in phases.items():
-                if phase.startswith("meta") and "bufio_bytes" in kv:
-                    rows.setdefault(f"dm-bufio after {phase[4:]}-block metadata ops (KiB)", []).append(
-                        kv["bufio_bytes"] / 1024)
+                    rows.setdefault(f"dm-bufio cache, {label} (KiB)", []).append(kv["bufio_bytes"] / 1024)
         out["targets"][t] = {k: statistics.median(v) for k, v in sorted(rows.items())}
     return out
 

@@ -14,8 +14,8 @@
 #   memory.tsv                    TARGET REP PHASE KEY VALUE (slab, dm-bufio, /proc/modules)
 #   failures.tsv                  WORKLOAD TARGET REP ERROR (with the last kernel messages)
 #   env.tsv                       KEY VALUE (kernel, CPUs, knobs)
-# Knobs (environment): BENCH_REPS (3), BENCH_RUNTIME (seconds per time-based job, 3),
-# BENCH_SIZE_MB (thin volume, 128), BENCH_QD (fio iodepth, 8), BENCH_MAPPED (mapped blocks of
+# Knobs (environment): BENCH_REPS (3), BENCH_RUNTIME (seconds per time-based job, 2),
+# BENCH_SIZE_MB (thin volume, 64), BENCH_QD (fio iodepth, 8), BENCH_MAPPED (mapped blocks of
 # the metadata-operation cases, "1000 100000 1000000"), BENCH_DEPTHS ("1 10 100"),
 # BENCH_BLOCK_KIB (data block sizes beyond 64 KiB, "512 1024"), BENCH_TARGETS
 # ("linear c ours"), BENCH_ONLY (an extended regex: run only the workload groups it matches).
@@ -23,8 +23,8 @@ set -u
 out=${1:?usage: guest-bench.sh OUTDIR}
 mkdir -p "$out/raw"
 REPS=${BENCH_REPS:-3}
-RUNTIME=${BENCH_RUNTIME:-3}
-SIZE_MB=${BENCH_SIZE_MB:-128}
+RUNTIME=${BENCH_RUNTIME:-2}
+SIZE_MB=${BENCH_SIZE_MB:-64}
 QD=${BENCH_QD:-8}
 MAPPED=${BENCH_MAPPED:-1000 100000 1000000}
 DEPTHS=${BENCH_DEPTHS:-1 10 100}
@@ -51,7 +51,7 @@ usec() { local t=${EPOCHREALTIME//[.,]/}; printf '%s\n' "$t"; }
 # fail WORKLOAD TARGET REP ERROR: record a failure with the last kernel messages.
 fail() {
   local k
-  k=$(dmesg | tail -n 6 | tr '\t\n' '  ')
+  k=$(dmesg | grep -iE 'device-mapper|thin|bufio|bio|blk|I/O' | tail -n 6 | tr '\t\n' '  ')
   log "FAILED $1 on $2 (rep $3): $4"
   tsv failures "$1" "$2" "$3" "$4 | dmesg: $k"
 }
@@ -69,9 +69,25 @@ dm() {
   echo "/dev/dm-$m"
 }
 
-# reset: remove every dm device, hand the RAM disks' pages back.
+# reset: remove every dm device, hand the RAM disks' pages back. A device still open once the
+# devices above it are gone (a pool that let go of its data device late) is waited for, up to
+# 10 s, and noted in failures.tsv as a "teardown" entry of the target that last had a pool.
+LAST_T=- LAST_R=-
 reset() {
-  dmsetup remove_all >/dev/null 2>&1 || { sleep 1; dmsetup remove_all --force >/dev/null 2>&1; }
+  local i t0 left=""
+  t0=$(usec)
+  dmsetup remove_all >/dev/null 2>&1
+  for ((i = 0; i < 50; i++)); do
+    compgen -G '/sys/block/dm-*' >/dev/null || break
+    [ -n "$left" ] || left=$(cat /sys/block/dm-*/dm/name | tr '\n' ' ')
+    sleep 0.2
+    dmsetup remove_all >/dev/null 2>&1
+  done
+  if [ -n "$left" ]; then
+    fail teardown "$LAST_T" "$LAST_R" "still open after dmsetup remove_all: ${left}($(
+      [ "$i" = 50 ] && echo 'not gone after 10 s' ||
+        awk -v a="$t0" -v b="$(usec)" 'BEGIN { printf "gone after %.1f s of retries", (b - a) / 1e6 }'))"
+  fi
   blkdiscard "$META" 2>/dev/null
   blkdiscard "$DATA" 2>/dev/null
   return 0
@@ -81,6 +97,7 @@ reset() {
 pool() {
   local t=$1 bs=$2 nb feat=""
   shift 2
+  LAST_T=$t
   [ $# -gt 0 ] && feat=" $# $*"
   nb=$(($(cat /sys/block/${DATA#/dev/}/size) / bs))
   dd if=/dev/zero of="$META" bs=4096 count=1 oflag=direct status=none || return 1
@@ -165,13 +182,11 @@ expect_used() {
 }
 
 mem() {
-  local t=$1 r=$2 phase=$3 slab bufio peak
+  local t=$1 r=$2 phase=$3 slab bufio
   slab=$(awk '/^Slab:/ { print $2 }' /proc/meminfo)
   bufio=$(cat /sys/module/dm_bufio/parameters/current_allocated_bytes 2>/dev/null || echo 0)
-  peak=$(cat /sys/module/dm_bufio/parameters/peak_allocated_bytes 2>/dev/null || echo 0)
   tsv memory "$t" "$r" "$phase" slab_kib "$slab"
   tsv memory "$t" "$r" "$phase" bufio_bytes "$bufio"
-  tsv memory "$t" "$r" "$phase" bufio_peak_bytes "$peak"
 }
 
 # --- workload groups: each NAME TARGET REP sets up, measures, tears down -------------------------
@@ -208,11 +223,9 @@ g_provisioned() {
   vol "$t" && fill "$DEV" "$VOL" || { fail overwrite-rand4k "$t" "$r" "set-up failed"; return; }
   sleep 1.5
   mem "$t" "$r" rest
-  echo 0 >/sys/module/dm_bufio/parameters/peak_allocated_bytes 2>/dev/null
   (sleep "$(awk -v r="$RUNTIME" 'BEGIN { print r / 2 + 0.5 }')"; mem "$t" "$r" load) &
   fio_run overwrite-rand4k "$t" "$r" --name=w --filename="$DEV" --rw=randwrite --bs=4k "${tb[@]}"
   wait
-  tsv memory "$t" "$r" load bufio_peak_during_bytes "$(cat /sys/module/dm_bufio/parameters/peak_allocated_bytes 2>/dev/null || echo 0)"
   expect_used overwrite-rand4k "$t" "$r" "$blocks"
   fio_run read-rand4k "$t" "$r" --name=r --filename="$DEV" --rw=randread --bs=4k "${tb[@]}"
   fio_run read-seq1m "$t" "$r" --name=r --filename="$DEV" --rw=read --bs=1M "${tb[@]}"
@@ -352,6 +365,7 @@ XML
       continue
     fi
     z=$(dm zdata "0 $((nb * BS)) zero") &&
+      LAST_T=$t &&
       POOL=$(dm pool "0 $((nb * BS)) $(pool_target "$t") $META $z $BS 0") ||
       { fail "meta$n-create-snap" "$t" "$r" "pool activation failed"; continue; }
     [ "$(used)" = "$n" ] || fail "meta$n-create-snap" "$t" "$r" "wrong result: $(used) used blocks after restore, expected $n"
@@ -393,7 +407,7 @@ for ((r = 0; r < REPS; r++)); do
   tsv env "order_rep$r" "${order[*]}"
   for g in "${groups[@]}"; do
     [[ $g =~ $ONLY ]] || continue
-    for t in "${order[@]}"; do "$g" "$t" "$r"; done
+    for t in "${order[@]}"; do LAST_R=$r; "$g" "$t" "$r"; done
   done
   log "repetition $r done after $((SECONDS - start)) s"
 done

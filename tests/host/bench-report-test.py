@@ -136,9 +136,9 @@ with tempfile.TemporaryDirectory() as tmp:
     mem = rep["memory"]
     check("memory-modules", mem["module_bytes"]["c"] == 53248 + 53248 + 12288
           and mem["module_bytes"]["ours"] == 471040)
-    check("memory-slab-growth", mem["targets"]["c"].get("slab growth rest (KiB)") == 101
-          and mem["targets"]["ours"].get("slab growth rest (KiB)") == 300, f"{mem['targets']}")
-    check("memory-bufio", mem["targets"]["ours"].get("dm-bufio rest (KiB)") == 4.0)
+    check("memory-slab-growth", mem["targets"]["c"].get("slab growth, at rest (pool + full volume) (KiB)") == 101
+          and mem["targets"]["ours"].get("slab growth, at rest (pool + full volume) (KiB)") == 300, f"{mem['targets']}")
+    check("memory-bufio", mem["targets"]["ours"].get("dm-bufio cache, at rest (pool + full volume) (KiB)") == 4.0)
 
     text = br.table(rep)
     check("table-failure-cell", "| FAILED |" in text and "Input/output error" in text)
