@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """`make bench`, host side: turn the guest's raw results into a table, a JSON file and a chart.
 
-    scripts/bench-report.py RAWDIR OUTDIR [--machine TEXT] [--accel NAME] [--date TEXT]
+    scripts/bench-report.py RAWDIR OUTDIR [--machine TEXT] [--accel NAME] [--date TEXT] [--readme FILE]
 
 RAWDIR is what tests/bench/guest-bench.sh wrote (raw/*.json from fio, timings.tsv, memory.tsv,
 failures.tsv, env.tsv). Writes OUTDIR/latest.md (the table), OUTDIR/latest.json and
-OUTDIR/latest.png (the ratios, when matplotlib is there) and prints the table.
+OUTDIR/latest.png (the ratios, when matplotlib is there) and prints the table; with --readme,
+also the short table between FILE's bench markers.
 
 Every figure is the median over the repetitions, with the spread (min-max) next to it. Ratios
 are performance ratios: above 1 means the first named target is faster (for timed operations
@@ -328,6 +329,53 @@ def table(report):
     return "\n".join(lines) + "\n"
 
 
+README_BEGIN = "<!-- bench-table:begin (scripts/bench-report.py --readme writes this part) -->"
+README_END = "<!-- bench-table:end -->"
+
+
+def compact(report):
+    """The README's short form: medians and ratios, the machine line, the chart."""
+    env = report["env"]
+    lines = [
+        f"Measured {report['date']} on {report['machine'] or '?'}, accelerator "
+        f"**{report['accelerator'] or '?'}**, guest kernel {env.get('kernel', '?')} with "
+        f"{env.get('guest_cpus', '?')} vCPUs; {env.get('reps', '?')} repetitions, medians "
+        "(full table with spreads, latencies and memory: "
+        "[results/bench/latest.md](results/bench/latest.md), data: "
+        "[latest.json](results/bench/latest.json)).",
+        "",
+        "| workload | unit | dm-linear | dm-thin | rthin | rthin/dm-thin | rthin/linear | goal |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in report["workloads"]:
+        res, failed = row["results"], set(row["failed_targets"])
+
+        def med(t):
+            s = res[t]
+            if not s:
+                return "FAILED" if t in failed else "-"
+            return fmt_num(s["median"]) + (" (failed once)" if t in failed else "")
+        goal = "" if row["goal_met"] is None else ("met" if row["goal_met"] else "**not met**")
+        lin = med("linear") if row["linear_ref"] else "-"
+        lines.append(f"| {row['label']} | {row['unit']} | {lin} | {med('c')} | {med('ours')} | "
+                     f"{fmt_ratio(row['ours_vs_c'])} | {fmt_ratio(row['ours_vs_linear'])} | {goal} |")
+    lines += ["", "![rthin / dm-thin and rthin / dm-linear](results/bench/latest.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(path, report):
+    """Replace the text between the README's bench markers; False if the markers are missing."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    b, e = text.find(README_BEGIN), text.find(README_END)
+    if b < 0 or e < b:
+        return False
+    text = text[:b + len(README_BEGIN)] + "\n" + compact(report) + text[e:]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return True
+
+
 def chart(report, path):
     """A horizontal bar chart of ours/C and ours/linear per workload. False without matplotlib."""
     try:
@@ -365,6 +413,7 @@ def main(argv):
     ap.add_argument("--machine", default="")
     ap.add_argument("--accel", default="")
     ap.add_argument("--date", default="")
+    ap.add_argument("--readme", help="also put the short table into this README (between its markers)")
     a = ap.parse_args(argv)
     report = build(a.rawdir, a.machine, a.accel, a.date)
     os.makedirs(a.outdir, exist_ok=True)
@@ -376,6 +425,8 @@ def main(argv):
         f.write("\n")
     if not chart(report, os.path.join(a.outdir, "latest.png")):
         print("bench-report: matplotlib is missing, no chart", file=sys.stderr)
+    if a.readme and not update_readme(a.readme, report):
+        print(f"bench-report: {a.readme} has no bench markers, left alone", file=sys.stderr)
     sys.stdout.write(text)
     return 0
 

@@ -154,6 +154,16 @@ with tempfile.TemporaryDirectory() as tmp:
         j = json.load(f)
     check("json", rc == 0 and j["accelerator"] == "tcg" and row(j, "read-rand4k")["ours_vs_c"] == 1.5)
     check("markdown", os.path.exists(os.path.join(out, "latest.md")))
+    readme = os.path.join(tmp, "README.md")
+    with open(readme, "w") as f:
+        f.write(f"# x\n\nbefore\n{br.README_BEGIN}\nold table\n{br.README_END}\nafter\n")
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        br.main([raw, out, "--accel", "tcg", "--readme", readme])
+    with open(readme) as f:
+        text = f.read()
+    check("readme", "old table" not in text and "before\n" in text and "after\n" in text
+          and "| provisioned: rand 4 KiB read | IOPS | 1000 | 500 | 750 | 1.50x | 0.75x | **not met** |" in text
+          and "results/bench/latest.png" in text, text)
     try:
         import matplotlib  # noqa: F401
         with open(os.path.join(out, "latest.png"), "rb") as f:
