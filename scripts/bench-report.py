@@ -384,7 +384,8 @@ def chart(report, path):
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    rows = [r for r in report["workloads"] if r["ours_vs_c"] is not None or r["ours_vs_linear"] is not None]
+    rows = [r for r in report["workloads"] if r["goal"] is not None
+            and (r["ours_vs_c"] is not None or r["ours_vs_linear"] is not None)]
     names = [r["workload"] for r in rows]
     fig, ax = plt.subplots(figsize=(10, 0.32 * len(rows) + 1.6))
     ys = range(len(rows))
@@ -392,6 +393,10 @@ def chart(report, path):
     ax.barh([y - h / 2 for y in ys], [r["ours_vs_c"] or 0 for r in rows], h, label="rthin / dm-thin")
     ax.barh([y + h / 2 for y in ys], [r["ours_vs_linear"] or 0 for r in rows], h,
             label="rthin / dm-linear")
+    for y, r in zip(ys, rows):
+        for dy, v in ((-h / 2, r["ours_vs_c"]), (h / 2, r["ours_vs_linear"])):
+            if v is not None:
+                ax.text(v, y + dy, f" {v:.2f}", va="center", fontsize=6)
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_yticks(list(ys))
     ax.set_yticklabels(names, fontsize=8)
