@@ -322,7 +322,9 @@ def table(report):
         o = mem["targets"].get("ours", {}).get(k)
         lines.append(f"| {k} | {fmt_num(c)} | {fmt_num(o)} |")
     if report["failures"]:
-        lines += ["", "Failures:", ""]
+        lines += ["", "Failures (a workload's error or wrong result, with the last kernel messages; "
+                  "\"teardown\": a device still open once the devices above it were removed, "
+                  "which the run waited for):", ""]
         for f in report["failures"]:
             lines.append(f"* {f['workload']} on {TARGET_NAMES.get(f['target'], f['target'])} "
                          f"(rep {f['rep']}): {f['error']}")

@@ -12,7 +12,7 @@
 # Knobs passed to the guest (see tests/bench/guest-bench.sh): BENCH_REPS, BENCH_RUNTIME,
 # BENCH_SIZE_MB, BENCH_QD, BENCH_MAPPED, BENCH_DEPTHS, BENCH_BLOCK_KIB, BENCH_TARGETS, BENCH_ONLY.
 # BENCH_OUT: report directory (results/bench); BENCH_TIMEOUT: guest time limit (3600 s).
-# The raw results of the last run stay in $RTHIN_CACHE/bench/raw.
+# The raw results of the last run stay in $RTHIN_CACHE/bench/raw (quick runs: raw-quick).
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 cd "$RTHIN_TOP"
@@ -43,6 +43,7 @@ machine="$cpu, $(nproc) cores, $(awk '/^MemTotal:/ { printf "%.0f GiB", $2 / 104
 # The host's load average goes into the report: other work on the host slows the guest.
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 raw=$RTHIN_CACHE/bench/raw
+[ "$quick" = 1 ] && raw=$RTHIN_CACHE/bench/raw-quick   # a quick run keeps the last full run's data
 rm -rf "$raw" && mkdir -p "$raw"
 envs=()
 for v in BENCH_REPS BENCH_RUNTIME BENCH_SIZE_MB BENCH_QD BENCH_MAPPED BENCH_DEPTHS BENCH_BLOCK_KIB BENCH_TARGETS BENCH_ONLY; do

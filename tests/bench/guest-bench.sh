@@ -51,7 +51,7 @@ usec() { local t=${EPOCHREALTIME//[.,]/}; printf '%s\n' "$t"; }
 # fail WORKLOAD TARGET REP ERROR: record a failure with the last kernel messages.
 fail() {
   local k
-  k=$(dmesg | grep -iE 'device-mapper|thin|bufio|I/O error' | tail -n 4 | tr '\t\n' '  ')
+  k=$(dmesg | grep -iE 'device-mapper|bufio|I/O error' | tail -n 4 | tr '\t\n' '  ')
   log "FAILED $1 on $2 (rep $3): $4"
   tsv failures "$1" "$2" "$3" "$4 | dmesg: $k"
 }
