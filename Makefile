@@ -6,6 +6,7 @@
 #   make check-debug  the guest tests again on a lockdep/debug kernel
 #   make check-fresh  make demo + make check on a fresh clone in a clean Debian 12 root
 #   make bench-metadata  metadata engine benchmark table (host)
+#   make bench      fio + metadata timings: dm-linear, dm-thin, rthin in one guest run (BENCH_ARGS=--quick)
 #   make clippy | fmt | userspace | kernel | setup | clean
 #
 # All slow artefacts (kernel source and build, tools, guest image) live in
@@ -24,7 +25,7 @@ export RUSTDOC := /usr/bin/rustdoc
 export CARGO_HOME := $(RTHIN_CACHE)/cargo-home
 
 .PHONY: all module setup kernel kernel-debug userspace demo check check-fresh check-debug clippy fmt \
-	bench-metadata clean
+	bench bench-metadata clean
 
 all: module
 
@@ -65,6 +66,10 @@ clippy: setup
 fmt: setup
 	@scripts/rustfmt-module.sh
 	@cd userspace && cargo fmt --all
+
+# Results: results/bench/latest.{md,json,png}; knobs in scripts/bench.sh (BENCH_ARGS=--quick: ~5 min).
+bench: setup module
+	@scripts/bench.sh $(BENCH_ARGS)
 
 bench-metadata:
 	@cd userspace && cargo run --release --locked -p rthin-metadata-bench

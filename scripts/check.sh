@@ -159,6 +159,8 @@ if [ $guest_only = 0 ]; then
   # --release would bypass it. --no-fail-fast: every binary reports, whatever fails first.
   cargo_tests userspace-tests bash -c 'cd userspace && cargo test --workspace --locked --no-fail-fast'
   step fuzz-metadata scripts/fuzz.sh "${RTHIN_FUZZ_SECONDS:-60}"
+  # `make bench`'s report generator on synthetic results (the benchmark itself is not run).
+  collect bench-report python3 tests/host/bench-report-test.py
   for t in tests/host/*.sh; do
     [ -e "$t" ] && collect "host-$(basename "$t" .sh)" bash "$t"
   done
