@@ -184,7 +184,7 @@ impl<B: BlockManager> Tx<B> {
     pub(crate) fn sm_index_get(&mut self, sm: SmId, i: u64) -> Result<IndexEntry> {
         match sm {
             SmId::Meta => self.msm.index_entry(i),
-            SmId::Data => self.data_index_get(self.dsm.index_root, i),
+            SmId::Data => self.data_index_get(i),
         }
     }
 

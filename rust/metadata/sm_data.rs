@@ -34,11 +34,20 @@ pub struct DataSm {
     /// Last index entry looked up in the current index tree: (root, bitmap, entry).  Saves a
     /// btree walk per count change in the common case of consecutive changes in one bitmap.
     pub(crate) last_index: Option<(u64, u64, IndexEntry)>,
+    /// The current entry of one bitmap, changed but not yet written to the index tree: runs
+    /// of count changes in one bitmap (freeing a whole thin, say) then cost one index-tree
+    /// insert instead of one each, as dm-thin's index-entry cache does. Written when another
+    /// bitmap's entry changes and before a commit stores the tree's root.
+    pub(crate) pending_index: Option<(u64, IndexEntry)>,
 }
 
 impl DataSm {
     /// Start a new transaction.
     pub(crate) fn end_transaction(&mut self) {
+        debug_assert!(
+            self.pending_index.is_none(),
+            "commit without the pending index entry"
+        );
         self.committed_index_root = self.index_root;
         self.committed_nr_blocks = self.nr_blocks;
         self.cursor = 0;
@@ -47,7 +56,22 @@ impl DataSm {
 }
 
 impl<B: BlockManager> Tx<B> {
-    pub(crate) fn data_index_get(&mut self, root: u64, i: u64) -> Result<IndexEntry> {
+    /// Index entry of bitmap `i` in the current state (a pending change included).
+    pub(crate) fn data_index_get(&mut self, i: u64) -> Result<IndexEntry> {
+        if let Some((pending, ie)) = self.dsm.pending_index {
+            if pending == i {
+                return Ok(ie);
+            }
+        }
+        self.data_index_lookup(self.dsm.index_root, i)
+    }
+
+    /// Index entry of bitmap `i` in the committed state.
+    pub(crate) fn data_index_get_committed(&mut self, i: u64) -> Result<IndexEntry> {
+        self.data_index_lookup(self.dsm.committed_index_root, i)
+    }
+
+    fn data_index_lookup(&mut self, root: u64, i: u64) -> Result<IndexEntry> {
         if let Some((r, li, ie)) = self.dsm.last_index {
             if r == root && li == i {
                 return Ok(ie);
@@ -67,7 +91,27 @@ impl<B: BlockManager> Tx<B> {
         }
     }
 
+    /// Sets the current index entry of bitmap `i` (kept pending, see [`DataSm::pending_index`]).
     pub(crate) fn data_index_set(&mut self, i: u64, ie: IndexEntry) -> Result<()> {
+        if let Some((pending, pending_ie)) = self.dsm.pending_index {
+            if pending != i {
+                self.data_index_write(pending, pending_ie)?;
+            }
+        }
+        self.dsm.pending_index = Some((i, ie));
+        Ok(())
+    }
+
+    /// Writes the pending index entry into the index tree: before a commit stores its root.
+    pub(crate) fn data_index_flush(&mut self) -> Result<()> {
+        if let Some((i, ie)) = self.dsm.pending_index {
+            self.data_index_write(i, ie)?;
+            self.dsm.pending_index = None;
+        }
+        Ok(())
+    }
+
+    fn data_index_write(&mut self, i: u64, ie: IndexEntry) -> Result<()> {
         self.dsm.last_index = None;
         let (root, _) = self.btree_insert(self.dsm.index_root, SM_INDEX_TREE, i, &ie.to_bytes())?;
         self.dsm.index_root = root;
@@ -108,14 +152,14 @@ impl<B: BlockManager> Tx<B> {
         let committed_bitmaps = self.dsm.committed_nr_blocks.div_ceil(ENTRIES_PER_BITMAP);
         let mut i = begin / ENTRIES_PER_BITMAP;
         while i * ENTRIES_PER_BITMAP < end {
-            let ie = self.data_index_get(self.dsm.index_root, i)?;
+            let ie = self.data_index_get(i)?;
             let base = i * ENTRIES_PER_BITMAP;
             if ie.nr_free > 0 {
                 let start =
                     core::cmp::max(begin.saturating_sub(base), u64::from(ie.none_free_before));
                 let stop = core::cmp::min(end - base, ENTRIES_PER_BITMAP);
                 let comm_loc = if i < committed_bitmaps {
-                    let c = self.data_index_get(self.dsm.committed_index_root, i)?;
+                    let c = self.data_index_get_committed(i)?;
                     Some(c.blocknr)
                 } else {
                     None

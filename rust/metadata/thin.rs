@@ -256,6 +256,7 @@ impl<B: BlockManager> Pool<B> {
             committed_nr_blocks: sb.data_sm.nr_blocks,
             cursor: 0,
             last_index: None,
+            pending_index: None,
         };
         self.sb = sb;
         self.writable = writable;
@@ -1017,6 +1018,8 @@ impl<B: BlockManager> Pool<B> {
     fn commit_inner(&mut self) -> Result<()> {
         self.tx.bm.flush_data()?;
         self.details_flush()?;
+        // Before the index tree's root is stored (the write may shadow index-tree nodes).
+        self.tx.data_index_flush()?;
         let old_index = self.tx.msm.index_loc;
         let new_index = if self.tx.msm.committed {
             let n = self.tx.meta_alloc()?;
