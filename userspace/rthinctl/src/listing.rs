@@ -39,7 +39,11 @@ pub fn rows(sys: &mut Sys, pool: Option<&str>) -> Result<Vec<Row>> {
     };
     let mut rows = Vec::new();
     for p in names {
-        let l = pools::find(&p)?;
+        let mut l = pools::find(&p)?;
+        if !sys.dry() {
+            // Like every command, a listing finishes a change an earlier one left half-done.
+            crate::txn::recover(sys, &mut l)?;
+        }
         let bs = l.state.block_sectors;
         let from_metadata = usage::of_pool(sys, &l)?;
         for (name, t) in &l.state.thins {

@@ -463,6 +463,35 @@ fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// clap's usage errors on one line (the README's promise), keeping help and version output.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let line: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect();
+    let line = line.join(" ");
+    eprintln!(
+        "rthinctl: {} (see --help)",
+        line.strip_prefix("error: ").unwrap_or(&line)
+    );
+    ExitCode::from(exit::USAGE)
+}
+
 fn main() -> ExitCode {
-    run(Cli::parse())
+    match Cli::try_parse() {
+        Ok(cli) => run(cli),
+        Err(e) => usage_error(e),
+    }
 }

@@ -261,6 +261,10 @@ fn remove_loaded(sys: &mut Sys, l: Loaded, keep_files: bool) -> Result<()> {
             sys.remove_file(&l.state.data);
         }
         sys.remove_file(&l.path);
+        if let Some(dir) = l.path.parent() {
+            // Only when empty: the directory may be the user's own.
+            let _ = fs::remove_dir(dir);
+        }
     }
     if !sys.dry() {
         state::unregister(&name);
@@ -535,7 +539,10 @@ fn percent(used: u64, total: u64) -> f64 {
     }
 }
 
-fn report(sys: &mut Sys, l: &Loaded) -> Result<StatusReport> {
+fn report(sys: &mut Sys, l: &mut Loaded) -> Result<StatusReport> {
+    if !sys.dry() {
+        txn::recover(sys, l)?;
+    }
     let active = pools::active(sys, l.name())?.is_some();
     let kernel = if active {
         let st = pools::status(sys, l.name())?;
@@ -576,8 +583,8 @@ pub fn status(sys: &mut Sys, name: Option<&str>, json: bool) -> Result<()> {
     };
     let mut reports = Vec::new();
     for n in names {
-        let l = pools::find(&n)?;
-        reports.push(report(sys, &l)?);
+        let mut l = pools::find(&n)?;
+        reports.push(report(sys, &mut l)?);
     }
     if json {
         let v = if name.is_some() {
@@ -641,14 +648,14 @@ pub fn status(sys: &mut Sys, name: Option<&str>, json: bool) -> Result<()> {
 pub fn list(sys: &mut Sys, json: bool) -> Result<()> {
     let mut rows = Vec::new();
     for n in state::registered() {
-        let l = match pools::find(&n) {
+        let mut l = match pools::find(&n) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("rthinctl: pool {n}: {e}");
                 continue;
             }
         };
-        rows.push(report(sys, &l)?);
+        rows.push(report(sys, &mut l)?);
     }
     if json {
         println!(

@@ -172,6 +172,7 @@ pub fn snapshot(
     let origin_active = pools::active(sys, origin)?.is_some();
     if origin_active {
         sys.suspend(origin)?;
+        txn::crash_point("suspended");
     }
     let created = create_in_pool(sys, &mut l, name, size, Some((origin, o.id)), tx);
     if origin_active {

@@ -21,6 +21,17 @@ use crate::state::{Pending, ThinState};
 use crate::sys::Sys;
 use crate::tables::{msg, PoolStatus};
 
+/// Test hook for the crash tests: with `RTHINCTL_TEST_KILL_AT=STEP`, the process kills itself
+/// with SIGKILL when it reaches STEP (`begin`: change recorded, message not sent; `message`:
+/// message sent, transaction id not moved; `advance`: transaction id moved, state not
+/// updated; `suspended`: a snapshot's origin suspended), exactly as `kill -9` would.
+pub fn crash_point(step: &str) {
+    if std::env::var("RTHINCTL_TEST_KILL_AT").is_ok_and(|v| v == step) {
+        // SAFETY: kill(2) on our own pid has no memory effects.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+}
+
 /// The pool's transaction id, which must be the one the state file expects.  A pool that
 /// cannot take messages is reported with what to do about it.
 pub fn current(sys: &mut Sys, l: &Loaded) -> Result<u64> {
@@ -81,12 +92,17 @@ pub fn message_error(pool: &str, m: &str, e: &io::Error) -> Error {
 /// Step 1: record `pending`.
 pub fn begin(sys: &Sys, l: &mut Loaded, pending: Pending) -> Result<()> {
     l.state.pending = Some(pending);
-    l.save(sys)
+    l.save(sys)?;
+    crash_point("begin");
+    Ok(())
 }
 
 /// Step 3: move the pool's transaction id from `tx` to `tx + 1`.
 pub fn advance(sys: &mut Sys, pool: &str, tx: u64) -> Result<()> {
-    send(sys, pool, &msg::set_transaction_id(tx, tx + 1))
+    crash_point("message");
+    send(sys, pool, &msg::set_transaction_id(tx, tx + 1))?;
+    crash_point("advance");
+    Ok(())
 }
 
 /// Apply a pending change to the state (its messages are in the pool).
