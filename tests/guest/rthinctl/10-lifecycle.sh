@@ -94,6 +94,17 @@ lifecycle() {
   [ "$sum1" = "$sum2" ] && [ -b /dev/mapper/v0 ] && pass "pool-reactivated-$t" ||
     fail "pool-reactivated-$t" "$(dmsetup ls | tr '\n' ' ')"
 
+  # Two rthinctl at once: the lock keeps their transaction brackets apart.
+  rthinctl thin create cc1 --size 16M --pool p0 >/dev/null 2>&1 &
+  rthinctl thin create cc2 --size 16M --pool p0 >/dev/null 2>&1
+  local rc2=$? rc1
+  wait $!
+  rc1=$?
+  [ $rc1 = 0 ] && [ $rc2 = 0 ] && [ "$(vol_field cc1 id)" != "$(vol_field cc2 id)" ] &&
+    [ -b /dev/mapper/cc1 ] && [ -b /dev/mapper/cc2 ] &&
+    [ "$(rthinctl pool status p0 --json | json transaction_id)" = 6 ] &&
+    pass "concurrent-creates-$t" || fail "concurrent-creates-$t" "exit $rc1/$rc2; $(rthinctl thin list | tr '\n' '|')"
+
   # Out of data space: a full pool is named as such.
   expect_status "pool-create-small-$t" 0 rthinctl pool create small --data-size 1M --dir "$dir" \
     --target "$t" --error-if-no-space

@@ -10,7 +10,7 @@
 //! * [`dm`]: the device-mapper ioctls, with a unit-tested buffer layout; [`loopdev`]: loop
 //!   devices; [`devnode`]: `/dev/mapper` nodes;
 //! * [`tables`]: dm-thin's table, message and status strings; [`size`]: size arguments;
-//! * [`state`]: the crash-safe state file; [`txn`]: transaction-id bracketing and recovery;
+//! * [`state`]: the crash-safe state file; [`lock`]: one rthinctl at a time; [`txn`]: transaction-id bracketing and recovery;
 //! * [`sys`]: every change, with `--explain` / `--dry-run`;
 //! * [`pool`], [`thin`], [`listing`], [`monitor`]: the commands.
 
@@ -20,6 +20,7 @@ pub mod dm;
 pub mod dump;
 pub mod error;
 pub mod listing;
+pub mod lock;
 pub mod loopdev;
 pub mod ls;
 pub mod monitor;

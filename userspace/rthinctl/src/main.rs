@@ -438,6 +438,21 @@ fn run_offline(c: Command) -> anyhow::Result<ExitCode> {
 
 fn run(cli: Cli) -> ExitCode {
     let mut s = sys(cli.dry_run, cli.explain);
+    // The monitor runs for days: it takes the lock only around each change it makes.
+    let needs_lock = !cli.dry_run
+        && matches!(&cli.command, Command::Pool(_) | Command::Thin(_))
+        && !matches!(&cli.command, Command::Pool(PoolCmd::Monitor { .. }));
+    let _lock = if needs_lock {
+        match rthinctl::lock::hold() {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("rthinctl: {e}");
+                return ExitCode::from(e.exit_code());
+            }
+        }
+    } else {
+        None
+    };
     let r: Result<()> = match cli.command {
         Command::Pool(c) => run_pool(&mut s, c),
         Command::Thin(c) => run_thin(&mut s, c),

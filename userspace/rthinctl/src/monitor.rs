@@ -45,6 +45,7 @@ pub fn run(sys: &mut Sys, name: &str, s: &Settings) -> Result<()> {
     );
     loop {
         sys.dm()?.arm_poll()?;
+        let lock = crate::lock::hold()?;
         let mut l = pools::find(name)?;
         let st = pools::status(sys, name)?;
         if st.mode != last_mode {
@@ -86,6 +87,7 @@ pub fn run(sys: &mut Sys, name: &str, s: &Settings) -> Result<()> {
                 pool::set_low_water_mark(sys, &mut l, lwm)?;
             }
         }
+        drop(lock);
         if s.max_extends.is_some_and(|m| extends >= m) {
             return Ok(());
         }
