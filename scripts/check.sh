@@ -167,7 +167,8 @@ fi
 # Guest tests: one boot runs every tests/guest/[0-9]*.sh and leaves the module's KUnit KTAP in
 # a shared directory; the kernel's kunit.py parses it here on the host.
 mkdir -p "$work/guest"
-collect guest-tests qemu/run --kernel-tree "$kout" --timeout 1200 --share "$work/guest:/results" \
+# (1052 s at load 7 in the first run with the rthinctl group, ~8 min of it: 1200 s was too tight.)
+collect guest-tests qemu/run --kernel-tree "$kout" --timeout 1800 --share "$work/guest:/results" \
   -- /rthin/tests/guest/run-all.sh /results
 collect kunit python3 scripts/kunit-results.py "$(scripts/fetch-kernel-source.sh)" "$work/guest/kunit" \
   tests/expected-suites.txt

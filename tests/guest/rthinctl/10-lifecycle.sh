@@ -45,6 +45,7 @@ lifecycle() {
   # Errors a person can act on, with their exit codes.
   expect_status "error-name-exists-$t" 6 rthinctl thin create v0 --size 1G
   expect_status "error-pool-exists-$t" 6 rthinctl pool create p0 --data-size 1G --dir "$dir" --target "$t"
+  expect_status "error-pool-named-like-volume-$t" 6 rthinctl pool create v0 --data-size 1G --dir "$dir" --target "$t"
   expect_status "error-no-such-volume-$t" 7 rthinctl thin delete nope
   expect_status "error-bad-size-$t" 2 rthinctl thin create v9 --size 12Q
   exec 3</dev/mapper/v0

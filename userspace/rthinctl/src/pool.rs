@@ -111,6 +111,12 @@ pub fn create(sys: &mut Sys, a: CreateArgs) -> Result<()> {
     if sys.info(&a.name)?.is_some() {
         return Err(Error::Exists(format!("device-mapper device {}", a.name)));
     }
+    // Volume and pool names share device-mapper's namespace.
+    for p in state::registered() {
+        if pools::find(&p).is_ok_and(|l| l.state.thins.contains_key(&a.name)) {
+            return Err(Error::Exists(format!("volume {} (in pool {p})", a.name)));
+        }
+    }
     sys.ensure_target(a.target)?;
 
     let (dir, metadata, data, files) = match &a.backing {
