@@ -6,20 +6,21 @@
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsRawFd;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::state;
 
 /// Wait for and take the lock; it is held until the returned file is dropped.
 pub fn hold() -> Result<File> {
     let home = state::home();
-    fs::create_dir_all(&home).map_err(|e| crate::other!("creating {}: {e}", home.display()))?;
+    fs::create_dir_all(&home)
+        .map_err(|e| Error::from_os(&format!("creating {}", home.display()), &e))?;
     let path = home.join("lock");
     let f = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| crate::other!("opening {}: {e}", path.display()))?;
+        .map_err(|e| Error::from_os(&format!("opening {}", path.display()), &e))?;
     // SAFETY: flock on a descriptor we own.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
         return Err(crate::other!(
