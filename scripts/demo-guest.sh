@@ -116,6 +116,43 @@ done
 dmesg | grep -F 'device-mapper: table' | sed 's/^/  dmesg: /'
 
 losetup -d "$META" "$DATA"
+
+say "The same walkthrough with rthinctl: one command a step, each showing the commands it runs"
+export RTHINCTL_HOME=/tmp/rthinctl
+echo "(--explain prints the equivalent losetup/dmsetup commands as it runs them; --dry-run only prints them)"
+run rthinctl --explain pool create pool0 --data-size 10G --low-water-mark 32768 --dir /tmp/pool0
+run ls -lsh /tmp/pool0
+run rthinctl --explain thin create base --size 1G
+run mkfs.ext4 -q -E lazy_itable_init=0,lazy_journal_init=0 /dev/mapper/base
+run mount /dev/mapper/base /mnt/vol0
+echo "the base image" >/mnt/vol0/README
+run umount /mnt/vol0
+run rthinctl --explain thin snapshot layer1 --from base
+run mount /dev/mapper/layer1 /mnt/vol0
+echo "added by layer 1" >/mnt/vol0/layer1.txt
+run umount /mnt/vol0
+run rthinctl --explain thin snapshot container1 --from layer1
+run rthinctl thin list
+run rthinctl pool status pool0
+run mount -o ro,noload /dev/mapper/base /mnt/snap
+if [ -e /mnt/snap/layer1.txt ]; then
+  echo "ERROR: the base image sees its snapshot's file" >&2
+  exit 1
+fi
+echo "The base image does not see layer 1's file; layer 1 and its container do."
+run umount /mnt/snap
+run rthinctl --dry-run thin delete container1
+run rthinctl --explain pool remove pool0
+echo "And on the kernel's C dm-thin, the same commands with --target thin:"
+run rthinctl pool create cpool0 --data-size 1G --dir /tmp/cpool0 --target thin
+run rthinctl thin create cvol --size 256M
+run rthinctl thin list
+run rthinctl pool remove cpool0
+if [ "$(dmsetup ls)" != "No devices found" ] || [ -n "$(losetup -a)" ]; then
+  echo "ERROR: rthinctl left devices behind: $(dmsetup ls) $(losetup -a)" >&2
+  exit 1
+fi
+echo "Nothing left behind: no dm device, no loop device."
 run rmmod dm_rthin
 
 say "Offline metadata: rthinctl writes dm-thin's on-disk format, the kernel's own tools agree"

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Runs inside the guest (qemu/run -- /rthin/tests/guest/run-all.sh [RESULTS_DIR]): every
 # tests/guest/[0-9]*.sh in order, then the data-path suites tests/guest/datapath/[0-9]*.sh (on
-# our targets: POOL_TARGET/THIN_TARGET default to rthin-pool/rthin), then the module's KUnit
+# our targets: POOL_TARGET/THIN_TARGET default to rthin-pool/rthin), then the rthinctl suites
+# tests/guest/rthinctl/[0-9]*.sh (each on both target families), then the module's KUnit
 # suites. Prints the PASS/FAIL/SKIP lines
 # of each test script; a script that reports no result, or fails without a FAIL line, gets a FAIL
 # line here. KUnit's KTAP documents go to RESULTS_DIR/kunit/<suite>.ktap for the host to parse
@@ -18,7 +19,7 @@ if ! mkdir -p "$results/kunit" || ! : >"$results/kunit/.written"; then
 fi
 rm -f "$results/kunit/.written"
 
-for t in "$here"/[0-9]*.sh "$here"/datapath/[0-9]*.sh; do
+for t in "$here"/[0-9]*.sh "$here"/datapath/[0-9]*.sh "$here"/rthinctl/[0-9]*.sh; do
   [ -e "$t" ] || continue
   name=${t#"$here"/}
   echo "=== $name"
