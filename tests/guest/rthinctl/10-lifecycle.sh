@@ -131,8 +131,38 @@ lifecycle() {
   rthinctl pool remove p1 >/dev/null
 }
 
+# A pool on block devices the user attached (here loop devices over files of our own): rthinctl
+# zeroes the first metadata block, loads the tables and leaves the devices attached on removal.
+blockdev_pool() {
+  local t=$1 md dd sum
+  rc_reset
+  truncate -s 64M "$RC_WORK/bd-data" && truncate -s 4M "$RC_WORK/bd-meta" &&
+    dd=$(losetup -f --show "$RC_WORK/bd-data") && md=$(losetup -f --show "$RC_WORK/bd-meta") ||
+    { fail "blockdev-setup-$t" "losetup"; return; }
+  # Leftover metadata on the device must not be mistaken for a pool.
+  head -c 4096 /dev/urandom | dd of="$md" conv=fsync status=none
+  expect_status "blockdev-pool-create-$t" 0 rthinctl pool create pb --data-size 64M \
+    --data-dev "$dd" --metadata-dev "$md" --target "$t"
+  [ "$(dmsetup table pb | cut -d' ' -f3-5)" = "$t-pool $(cat "/sys/block/${md#/dev/}/dev") $(cat "/sys/block/${dd#/dev/}/dev")" ] &&
+    pass "blockdev-pool-table-$t" || fail "blockdev-pool-table-$t" "$(dmsetup table pb)"
+  expect_status "blockdev-thin-create-$t" 0 rthinctl thin create bv --size 16M --pool pb
+  dd if=/dev/urandom of="$RC_WORK/b" bs=64K count=4 status=none
+  dd if="$RC_WORK/b" of=/dev/mapper/bv bs=64K seek=2 oflag=direct status=none
+  sum=$(dd if=/dev/mapper/bv bs=64K skip=2 count=4 iflag=direct status=none | md5sum)
+  [ "$sum" = "$(md5sum <"$RC_WORK/b")" ] && [ "$(vol_field bv mapped_blocks)" = 4 ] &&
+    pass "blockdev-thin-io-$t" || fail "blockdev-thin-io-$t" "$(rthinctl thin list | tr '\n' '|')"
+  expect_status "blockdev-snapshot-$t" 0 rthinctl thin snapshot bs --from bv
+  expect_status "blockdev-pool-remove-$t" 0 rthinctl pool remove pb
+  [ "$(dev_count)" = 0 ] && losetup "$dd" >/dev/null 2>&1 && losetup "$md" >/dev/null 2>&1 &&
+    pass "blockdev-devices-left-attached-$t" ||
+    fail "blockdev-devices-left-attached-$t" "$(dmsetup ls | tr '\n' ' ') / $(losetup -a | tr '\n' ' ')"
+  thin_check -q "$md" && pass "blockdev-thin_check-$t" || fail "blockdev-thin_check-$t" "thin_check $md"
+  losetup -d "$dd" "$md"
+}
+
 for t in $TARGETS; do
   lifecycle "$t"
+  blockdev_pool "$t"
 done
 rc_reset
 finish
