@@ -345,7 +345,12 @@ impl<B: BlockManager> Tx<B> {
 
     /// Make bitmap `i` writable in this transaction, shadowing it on first modification.
     /// Updates `ie.blocknr` and returns the location to write.
-    fn sm_bitmap_for_write(&mut self, sm: SmId, i: u64, ie: &mut IndexEntry) -> Result<u64> {
+    pub(crate) fn sm_bitmap_for_write(
+        &mut self,
+        sm: SmId,
+        i: u64,
+        ie: &mut IndexEntry,
+    ) -> Result<u64> {
         let fresh = match sm {
             SmId::Meta => self.msm.is_shadowed(i),
             SmId::Data => !self.meta_committed_in_use(ie.blocknr)?,

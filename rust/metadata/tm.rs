@@ -19,6 +19,9 @@ use super::sm_metadata::MetaSm;
 /// an explicit stack (512 bytes), not one recursive call per level.
 pub const DEC_TREE_MAX_LEVELS: usize = 2 * MAX_DEPTH;
 
+/// Data blocks [`Tx::dec_tree`] reads from a mapping leaf at once (on the stack: keep small).
+const DEC_BATCH: usize = 16;
+
 /// How a read-only tree operation reads blocks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadMode {
@@ -211,10 +214,23 @@ impl<B: BlockManager> Tx<B> {
             let f = stack[len - 1];
             let tinfo = if f.bottom { MAPPING_BOTTOM_TREE } else { info };
             let mut v = [0u8; node::MAX_VALUE_SIZE];
+            // Data blocks of a mapping leaf are taken a batch at a time (one node read each) and
+            // released in runs of consecutive blocks.
+            let mut batch = [0u64; DEC_BATCH];
+            let mut batched = 0usize;
             let (internal, nr) = {
                 let (g, h) = self.read_node(f.loc, tinfo, f.loc)?;
-                if (f.next as usize) < h.nr {
-                    v[..h.value_size].copy_from_slice(node::value(&g, &h, f.next as usize));
+                let i = f.next as usize;
+                if i < h.nr {
+                    if !h.internal && matches!(tinfo.values, ValueKind::DataBlockTime) {
+                        for k in i..core::cmp::min(h.nr, i + DEC_BATCH) {
+                            batch[batched] =
+                                super::thin::unpack_block_time(node::value(&g, &h, k)).0;
+                            batched += 1;
+                        }
+                    } else {
+                        v[..h.value_size].copy_from_slice(node::value(&g, &h, i));
+                    }
                 }
                 (h.internal, h.nr)
             };
@@ -222,6 +238,19 @@ impl<B: BlockManager> Tx<B> {
                 // Every entry released: now the node itself.
                 len -= 1;
                 self.meta_dec(f.loc)?;
+                continue;
+            }
+            if batched > 0 {
+                stack[len - 1].next = f.next + batched as u32;
+                let mut k = 0;
+                while k < batched {
+                    let mut run = 1;
+                    while k + run < batched && batch[k + run] == batch[k] + run as u64 {
+                        run += 1;
+                    }
+                    self.data_dec_run(batch[k], run as u64)?;
+                    k += run;
+                }
                 continue;
             }
             stack[len - 1].next = f.next + 1;
