@@ -604,9 +604,11 @@ struct OwnedMark<'a> {
 
 impl<'a> OwnedMark<'a> {
     fn new<P>(slot: NonNull<BioSlot<P>>, count: &'a AtomicUsize) -> Self {
-        // SAFETY: `slot` points to a valid per-bio area; no reference is created.
-        let flag =
-            unsafe { NonNull::new_unchecked(core::ptr::addr_of_mut!((*slot.as_ptr()).owned)) };
+        let slot_ptr = slot.as_ptr();
+        // SAFETY: `slot_ptr` points to a valid per-bio area (the caller's guarantee); `addr_of_mut!`
+        // projects to its `owned` field without creating a reference, and a field of a non-null
+        // place is non-null.
+        let flag = unsafe { NonNull::new_unchecked(core::ptr::addr_of_mut!((*slot_ptr).owned)) };
         // INVARIANT: The caller's (`MapRequest::new`, `EndIoRequest::new`) guarantees.
         Self { flag, count }
     }

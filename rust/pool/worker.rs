@@ -413,7 +413,7 @@ impl Worker<'_> {
             None => self.finish_fill(thin, bio, after_commit),
             Some(fill) => {
                 bio.per_bio().zero_tail = fill.zero_tail;
-                self.start_fill(thin, bio, fill.source, fill.count);
+                self.start_fill(thin, bio, fill.source, 0, fill.count);
             }
         }
     }
@@ -449,18 +449,19 @@ impl Worker<'_> {
         })
     }
 
-    /// Starts a kcopyd job writing `count` sectors at the start of the bio's new block: a copy
-    /// from `source` (device, sector), or zeroes. The bio comes back on its thin's `filled`
-    /// list (see `finish_fill`).
+    /// Starts a kcopyd job writing `count` sectors from sector `at` of the bio's new block: a
+    /// copy from `source` (device, sector), or zeroes. The bio comes back on its thin's
+    /// `filled` list (see `finish_fill`).
     fn start_fill(
         &mut self,
         thin: &Arc<ThinState>,
         mut bio: ThinOwnedBio,
         source: Option<(Arc<BlockDevice>, u64)>,
+        at: u64,
         count: u64,
     ) {
         let pool = self.pool;
-        let to = bio.per_bio().data_block * self.block_sectors();
+        let to = bio.per_bio().data_block * self.block_sectors() + at;
         let job = FillDone {
             pool: pool.clone(),
             thin: thin.clone(),
@@ -504,19 +505,7 @@ impl Worker<'_> {
         let bs = self.block_sectors();
         if write_ok && zero_tail > 0 && self.pool.mode().metadata_writable() {
             bio.per_bio().zero_tail = 0;
-            let to = data_block * bs + (bs - zero_tail);
-            let job = FillDone {
-                pool: self.pool.clone(),
-                thin: thin.clone(),
-                bio,
-            };
-            let started = match self.meta.kcopyd.as_ref() {
-                Some(kcopyd) => kcopyd.zero(&self.pool.data_dev, to, zero_tail, job),
-                None => Err(job),
-            };
-            if let Err(job) = started {
-                job.done(false);
-            }
+            self.start_fill(thin, bio, None, bs - zero_tail, zero_tail);
             return;
         }
         bio.per_bio().stage = Stage::Plain;
