@@ -75,4 +75,4 @@ bench-metadata:
 	@cd userspace && cargo run --release --locked -p rthin-metadata-bench
 
 clean:
-	@git clean -fdXq -- rust dm-rthin.* Module.symvers modules.order .check-logs
+	@git clean -fdXq -- rust dm-rthin.* dm-rthin-test.* Module.symvers modules.order .check-logs

@@ -260,6 +260,25 @@ impl<'a, P> MapRequest<'a, P> {
         self.outcome(dm::DM_MAPIO_REMAPPED)
     }
 
+    /// Keeps only the bio's first `sectors` sectors for this call; dm core sends the rest to
+    /// the target again as a new bio once this one is mapped (`dm_accept_partial_bio`). For a
+    /// target whose natural unit varies per bio, where a fixed `max_io_len` does not fit.
+    ///
+    /// Refused with `EINVAL` (the bio unchanged) where dm core does not allow it: for anything
+    /// but a read or a write, a flush or atomic write, a bio of a zoned device, or `sectors`
+    /// of zero or more than the bio has.
+    pub fn accept_partial(&mut self, sectors: u32) -> Result {
+        let bio = self.bio().as_raw();
+        // SAFETY: `bio` is the bio dm core passed to `map` (the type invariant of
+        // `BioInHand`), which is the only place `dm_accept_partial_bio` may be called from; the
+        // shim checks the bio and the count against the function's other requirements.
+        if unsafe { dm::rthin_bio_accept_partial(bio, sectors) } {
+            Ok(())
+        } else {
+            Err(EINVAL)
+        }
+    }
+
     /// Fails the bio with an I/O error: `DM_MAPIO_KILL` (dm core completes it with
     /// `BLK_STS_IOERR`).
     pub fn kill(self) -> MapOutcome<'a> {

@@ -7,37 +7,50 @@
 //!
 //! dm-bufio lets any number of holders share a buffer and leaves locking to its user. Handing
 //! out `&[u8]` and `&mut [u8]` to the same memory at once would be undefined behaviour in Rust,
-//! so each buffer carries a small lock word in its bufio aux area: a [`BufferRef`] counts as a
-//! reader, a [`BufferMut`] as the only writer, and a conflicting request fails with `EBUSY`
-//! instead of aliasing (a caller that keeps to one guard per block, as the metadata engine does,
-//! never sees it). The aux area also keeps a user tag per buffer (the metadata layer records
-//! which block kind a buffer was verified as, so repeated reads skip the checksum).
+//! so each buffer carries a lock word ([`BufferLock`]) in its bufio aux area: a [`BufferRef`]
+//! counts as a reader, a [`BufferMut`] as the only writer, and a conflicting request fails with
+//! `EBUSY` instead of aliasing (a caller that keeps to one guard per block, as the metadata
+//! engine does, never sees it). The aux area also keeps a user tag per buffer (the metadata
+//! layer records which block kind a buffer is, so repeated reads skip the checksum).
 //!
-//! A buffer becomes dirty only when its [`BufferMut`] is dropped: bufio's background write-back
-//! may write a dirty buffer at any time, and must never see one that is half-modified by a
-//! caller that has not finished.
+//! A client's user can prepare each dirty buffer just before bufio writes it ([`PrepareWrite`],
+//! bufio's write callback; the metadata engine seals blocks there). The lock word keeps that
+//! preparation from racing a guard: a buffer written back while a guard holds it is written
+//! unprepared and marked dirty again when the guard goes, so a later write-back prepares it.
+//!
+//! A buffer becomes dirty when its [`BufferMut`] is dropped, once the modification is complete.
 //!
 //! Guards hold a counted reference to the client, so the client (and the device it reads)
 //! outlives every guard.
 
-use super::{bindings as dm, BlockDevice};
+use super::{
+    bindings as dm,
+    buffer_lock::{BufferLock, Busy},
+    BlockDevice,
+};
 use core::{
     ops::{Deref, DerefMut},
     ptr::NonNull,
-    sync::atomic::{AtomicU32, Ordering},
+    sync::atomic::{AtomicU32, AtomicUsize, Ordering},
 };
 use kernel::{error::from_err_ptr, error::to_result, prelude::*, sync::Arc};
-
-/// Writer bit of the per-buffer lock word; the low bits count readers.
-const WRITER: u32 = 1 << 31;
 
 /// The per-buffer aux area (`aux_size` bytes that dm-bufio keeps with every buffer).
 #[repr(C)]
 struct Aux {
-    /// [`WRITER`] or a reader count.
-    lock: AtomicU32,
+    /// Who may touch the bytes now: readers, one writer, or the write callback.
+    lock: BufferLock,
     /// Free for the client's user; starts at 0 whenever bufio (re)allocates the buffer.
     tag: AtomicU32,
+}
+
+/// What a client's user does to a dirty buffer just before bufio writes it to the device.
+pub trait PrepareWrite<const N: usize> {
+    /// Prepares `data`, the contents of block `block` whose user tag is `tag`.
+    ///
+    /// Runs on whichever thread starts the write-back, with bufio's client lock held, while no
+    /// guard of the buffer exists: it must not sleep, take a guard or call into the client.
+    fn prepare(block: u64, tag: u32, data: &mut [u8; N]);
 }
 
 /// A dm-bufio client over one block device.
@@ -49,6 +62,8 @@ struct Aux {
 pub struct BufioClient<const N: usize> {
     ptr: NonNull<dm::dm_bufio_client>,
     dev: BlockDevice,
+    /// Buffers held by guards now.
+    held: AtomicUsize,
 }
 
 // SAFETY: dm-bufio clients are internally locked and usable from any thread.
@@ -66,10 +81,34 @@ unsafe extern "C" fn init_aux(b: *mut dm::dm_buffer) {
     // guard can see the buffer.
     unsafe {
         dm::dm_bufio_get_aux_data(b).cast::<Aux>().write(Aux {
-            lock: AtomicU32::new(0),
+            lock: BufferLock::new(),
             tag: AtomicU32::new(0),
         })
     };
+}
+
+/// The write callback: runs `P::prepare` on a buffer about to be written, unless a guard holds
+/// it (then the guard's release owes a rewrite, see [`BufferLock`]).
+///
+/// # Safety
+///
+/// Called by dm-bufio, just before it writes `b`, for a buffer of a client created by
+/// [`BufioClient::new`] with `N`-byte blocks.
+unsafe extern "C" fn prepare_write<const N: usize, P: PrepareWrite<N>>(b: *mut dm::dm_buffer) {
+    // SAFETY: bufio keeps `b` (and its aux area, initialised by `init_aux`) alive while it
+    // writes it; the aux area is only accessed through atomics.
+    let aux = unsafe { &*dm::dm_bufio_get_aux_data(b).cast::<Aux>() };
+    if !aux.lock.begin_write_back() {
+        return;
+    }
+    // SAFETY: The buffer's data is `N` bytes (the client's block size). `begin_write_back`
+    // succeeded, so no guard exists and none can be made until `end_write_back`: this is the
+    // only reference to the bytes.
+    let data = unsafe { &mut *dm::dm_bufio_get_block_data(b).cast::<[u8; N]>() };
+    // SAFETY: `b` is a live buffer (above).
+    let block = unsafe { dm::dm_bufio_get_block_number(b) };
+    P::prepare(block, aux.tag.load(Ordering::Relaxed), data);
+    aux.lock.end_write_back();
 }
 
 impl<const N: usize> BufioClient<N> {
@@ -80,9 +119,11 @@ impl<const N: usize> BufioClient<N> {
     };
 
     /// A client for `dev` with `N`-byte blocks that keeps at least `reserved` buffers
-    /// allocated, so that holding that many guards at once never waits for memory.
-    pub fn new(dev: BlockDevice, reserved: u32) -> Result<Arc<Self>> {
-        // SAFETY: `dev` is open; `init_aux` matches the aux size passed.
+    /// allocated, so that holding that many guards at once never waits for memory, and runs
+    /// `P::prepare` on every dirty buffer it writes.
+    pub fn new<P: PrepareWrite<N>>(dev: BlockDevice, reserved: u32) -> Result<Arc<Self>> {
+        // SAFETY: `dev` is open; `init_aux` matches the aux size passed and `prepare_write`
+        // the block size.
         let ptr = from_err_ptr(unsafe {
             dm::dm_bufio_client_create(
                 dev.bdev(),
@@ -90,13 +131,26 @@ impl<const N: usize> BufioClient<N> {
                 reserved,
                 size_of::<Aux>() as u32,
                 Some(init_aux),
-                None,
+                Some(prepare_write::<N, P>),
                 0,
             )
         })?;
         let ptr = NonNull::new(ptr).ok_or(ENOMEM)?;
         // INVARIANT: `ptr` was just created over `dev`, which the client now owns.
-        Ok(Arc::new(Self { ptr, dev }, GFP_KERNEL)?)
+        Ok(Arc::new(
+            Self {
+                ptr,
+                dev,
+                held: AtomicUsize::new(0),
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
+    /// Buffers that guards hold now. A write-back while this is non-zero may have written a
+    /// held buffer unprepared (it is dirty again once released).
+    pub fn held_buffers(&self) -> usize {
+        self.held.load(Ordering::Acquire)
     }
 
     /// The device the client reads.
@@ -182,7 +236,7 @@ impl<const N: usize> Drop for BufioClient<N> {
 /// `client.block_size` bytes.
 struct Held<const N: usize> {
     /// Keeps the client (and its device) alive while the buffer is held.
-    _client: Arc<BufioClient<N>>,
+    client: Arc<BufioClient<N>>,
     buf: NonNull<dm::dm_buffer>,
     data: NonNull<u8>,
 }
@@ -199,8 +253,9 @@ impl<const N: usize> Held<N> {
     ) -> Result<Self> {
         let buf = NonNull::new(b).ok_or(EIO)?;
         let data = NonNull::new(data.cast::<u8>()).ok_or(EIO)?;
+        client.held.fetch_add(1, Ordering::AcqRel);
         Ok(Self {
-            _client: client.clone(),
+            client: client.clone(),
             buf,
             data,
         })
@@ -213,28 +268,22 @@ impl<const N: usize> Held<N> {
     }
 
     fn into_shared(self) -> Result<BufferRef<N>> {
-        let lock = &self.aux().lock;
-        let mut cur = lock.load(Ordering::Relaxed);
-        loop {
-            if cur & WRITER != 0 {
-                return Err(EBUSY); // `self` drops: released
-            }
-            match lock.compare_exchange_weak(cur, cur + 1, Ordering::Acquire, Ordering::Relaxed) {
-                Ok(_) => return Ok(BufferRef(self)),
-                Err(now) => cur = now,
-            }
+        match self.aux().lock.acquire(false) {
+            Ok(()) => Ok(BufferRef(self)),
+            Err(Busy::Conflict | Busy::WritingBack) => Err(EBUSY), // `self` drops: released
         }
     }
 
     fn into_exclusive(self) -> Result<BufferMut<N>> {
-        let taken =
-            self.aux()
-                .lock
-                .compare_exchange(0, WRITER, Ordering::Acquire, Ordering::Relaxed);
-        match taken {
-            Ok(_) => Ok(BufferMut(self)),
-            Err(_) => Err(EBUSY),
+        match self.aux().lock.acquire(true) {
+            Ok(()) => Ok(BufferMut(self)),
+            Err(Busy::Conflict | Busy::WritingBack) => Err(EBUSY),
         }
+    }
+
+    fn mark_dirty(&self) {
+        // SAFETY: The buffer is held.
+        unsafe { dm::dm_bufio_mark_buffer_dirty(self.buf.as_ptr()) };
     }
 
     fn bytes(&self) -> &[u8; N] {
@@ -262,6 +311,7 @@ impl<const N: usize> Drop for Held<N> {
     fn drop(&mut self) {
         // SAFETY: By the type invariant one release is owed; this is it.
         unsafe { dm::dm_bufio_release(self.buf.as_ptr()) };
+        self.client.held.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -307,7 +357,10 @@ guard_accessors!(BufferRef);
 
 impl<const N: usize> Drop for BufferRef<N> {
     fn drop(&mut self) {
-        self.0.aux().lock.fetch_sub(1, Ordering::Release);
+        if self.0.aux().lock.release_shared() {
+            // A write-back skipped this buffer's preparation while it was read: write it again.
+            self.0.mark_dirty();
+        }
     }
 }
 
@@ -331,9 +384,10 @@ impl<const N: usize> DerefMut for BufferMut<N> {
 
 impl<const N: usize> Drop for BufferMut<N> {
     fn drop(&mut self) {
-        // Dirty only now that the modification is complete (see the module docs).
-        // SAFETY: The buffer is held.
-        unsafe { dm::dm_bufio_mark_buffer_dirty(self.0.buf.as_ptr()) };
-        self.0.aux().lock.store(0, Ordering::Release);
+        // Unlock first, then mark dirty: a write-back that starts in between prepares the
+        // finished contents, and one that ran while the guard was held (its debt, returned by
+        // `release_exclusive`) is paid by this marking too.
+        let _owed = self.0.aux().lock.release_exclusive();
+        self.0.mark_dirty();
     }
 }

@@ -16,8 +16,10 @@
  * sysfs in 7.2.) Read with rthin_no_space_timeout_secs().
  */
 static unsigned int no_space_timeout_secs = 60;
+#ifndef RTHIN_GLUE_TEST_MODULE /* dm_shim_test.c: the glue test module has no such parameter */
 module_param_named(no_space_timeout, no_space_timeout_secs, uint, 0644);
 MODULE_PARM_DESC(no_space_timeout, "Out of data space queue IO timeout in seconds");
+#endif
 
 unsigned int rthin_no_space_timeout_secs(void)
 {
@@ -68,6 +70,28 @@ void rthin_bio_zero_fill_and_truncate(struct bio *bio, unsigned int sectors)
 	zero_fill_bio(bio);
 	if (sectors < bio_sectors(bio))
 		bio->bi_iter.bi_size = sectors << SECTOR_SHIFT;
+}
+
+/*
+ * dm_accept_partial_bio() BUG()s on bios it does not allow (see its comment in dm.c): refuse those
+ * here instead. Only plain reads and writes qualify (dm core never duplicates them, which rules
+ * out flushes and the abnormal operations), without REQ_PREFLUSH or REQ_ATOMIC, and not on a zoned
+ * device. n_sectors must keep at least one sector and not exceed the bio.
+ */
+bool rthin_bio_accept_partial(struct bio *bio, unsigned int n_sectors)
+{
+	enum req_op op = bio_op(bio);
+
+	if (op != REQ_OP_READ && op != REQ_OP_WRITE)
+		return false;
+	if (bio->bi_opf & (REQ_PREFLUSH | REQ_ATOMIC))
+		return false;
+	if (bdev_is_zoned(bio->bi_bdev))
+		return false;
+	if (n_sectors == 0 || n_sectors > bio_sectors(bio))
+		return false;
+	dm_accept_partial_bio(bio, n_sectors);
+	return true;
 }
 
 sector_t rthin_bdev_nr_sectors(struct block_device *bdev)

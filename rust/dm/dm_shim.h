@@ -28,6 +28,7 @@ void rthin_bio_set_dev(struct bio *bio, struct block_device *bdev);
 void rthin_bio_endio_status(struct bio *bio, blk_status_t status);
 void rthin_bio_zero_fill_and_end(struct bio *bio);
 void rthin_bio_zero_fill_and_truncate(struct bio *bio, unsigned int sectors);
+bool rthin_bio_accept_partial(struct bio *bio, unsigned int n_sectors);
 
 /* Block device helpers. */
 sector_t rthin_bdev_nr_sectors(struct block_device *bdev);

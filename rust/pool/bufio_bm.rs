@@ -6,15 +6,18 @@
 //! * Reads are verified ([`block::verify`]: checksum and self-location) the first time a buffer
 //!   is used as a given kind; the buffer's bufio tag remembers the kind, so a cached block is not
 //!   checksummed again on every lookup.
-//! * A write guard seals its block ([`block::seal`]) when it is dropped, then marks the buffer
-//!   dirty. Sealing at release rather than in bufio's write callback means the seal never races
-//!   a caller still modifying the block, and bufio's background write-back only ever sees
-//!   finished, sealed blocks.
+//! * A write guard records its block's kind in the tag and marks the buffer dirty when dropped.
+//!   The block is sealed ([`block::seal`]) in bufio's write callback, once per write to the
+//!   device however often it was modified in between, as dm-thin's block manager does. A
+//!   write-back that meets a held buffer writes it unsealed and leaves it dirty for the next
+//!   one (see `dm::BufioClient`); that is harmless because the engine only writes blocks
+//!   allocated in the running transaction, which no committed metadata references.
 //! * `flush` writes every dirty buffer and flushes the device cache; `flush_data` flushes the
-//!   data device (the first step of every commit).
+//!   data device (the first step of every commit). A flush is refused while any guard is held,
+//!   so every block a commit relies on is written sealed.
 
 use crate::{
-    dm::{BlockDevice, BufferMut, BufferRef, BufioClient},
+    dm::{BlockDevice, BufferMut, BufferRef, BufioClient, PrepareWrite},
     metadata::{
         block::{self, Block, BlockKind, BlockManager, BLOCK_SIZE, MAX_HELD_GUARDS},
         Error as MetaError, Result as MetaResult,
@@ -37,7 +40,7 @@ impl BufioBlockManager {
     /// A block manager on `metadata` (kept open by the manager) whose commits flush `data_dev`.
     pub(crate) fn new(metadata: BlockDevice, data_dev: Arc<BlockDevice>) -> Result<Self> {
         Ok(Self {
-            client: BufioClient::new(metadata, RESERVED_BUFFERS)?,
+            client: BufioClient::new::<SealOnWrite>(metadata, RESERVED_BUFFERS)?,
             data_dev,
         })
     }
@@ -48,7 +51,7 @@ impl BufioBlockManager {
     }
 }
 
-/// The bufio tag of a buffer verified as `kind` (0 means not verified).
+/// The bufio tag of a buffer verified as, or last written as, `kind` (0: neither).
 fn tag_of(kind: BlockKind) -> u32 {
     match kind {
         BlockKind::Unchecked => 0,
@@ -56,6 +59,26 @@ fn tag_of(kind: BlockKind) -> u32 {
         BlockKind::Node => 2,
         BlockKind::Index => 3,
         BlockKind::Bitmap => 4,
+    }
+}
+
+/// The kind a tag stands for (the inverse of [`tag_of`]).
+fn kind_of(tag: u32) -> BlockKind {
+    match tag {
+        1 => BlockKind::Superblock,
+        2 => BlockKind::Node,
+        3 => BlockKind::Index,
+        4 => BlockKind::Bitmap,
+        _ => BlockKind::Unchecked,
+    }
+}
+
+/// Seals each block as the kind its last write guard gave it, just before bufio writes it.
+struct SealOnWrite;
+
+impl PrepareWrite<BLOCK_SIZE> for SealOnWrite {
+    fn prepare(block: u64, tag: u32, data: &mut Block) {
+        block::seal(kind_of(tag), block, data);
     }
 }
 
@@ -89,11 +112,11 @@ impl Deref for ReadGuard {
     }
 }
 
-/// Write guard: exclusive access; the block is sealed as `kind` and marked dirty on drop.
+/// Write guard: exclusive access; on drop the buffer is tagged `kind` (what the write callback
+/// seals it as) and marked dirty.
 pub(crate) struct WriteGuard {
     buf: BufferMut<BLOCK_SIZE>,
     kind: BlockKind,
-    loc: u64,
 }
 
 impl Deref for WriteGuard {
@@ -112,7 +135,7 @@ impl DerefMut for WriteGuard {
 
 impl Drop for WriteGuard {
     fn drop(&mut self) {
-        block::seal(self.kind, self.loc, &mut self.buf);
+        // Before `buf` drops (marking the buffer dirty), so the seal uses this kind.
         self.buf.set_tag(tag_of(self.kind));
     }
 }
@@ -155,7 +178,7 @@ impl BlockManager for BufioBlockManager {
         }
         let buf = BufioClient::write(&self.client, loc).map_err(io_error(loc))?;
         check(buf.tag(), kind, loc, &buf)?;
-        Ok(WriteGuard { buf, kind, loc })
+        Ok(WriteGuard { buf, kind })
     }
 
     fn new_block(&self, loc: u64, kind: BlockKind) -> MetaResult<WriteGuard> {
@@ -164,10 +187,17 @@ impl BlockManager for BufioBlockManager {
         }
         let mut buf = BufioClient::new_block(&self.client, loc).map_err(io_error(loc))?;
         buf.fill(0);
-        Ok(WriteGuard { buf, kind, loc })
+        Ok(WriteGuard { buf, kind })
     }
 
     fn flush(&self) -> MetaResult<()> {
+        // Every engine path drops its guards before a commit flushes; the pool's metadata lock
+        // keeps lookups out. A guard held now would mean a block written unsealed that the
+        // commit might point at: refuse rather than risk it.
+        if self.client.held_buffers() != 0 {
+            kernel::warn_on!(true);
+            return Err(MetaError::Io { block: 0 });
+        }
         self.client
             .write_dirty_buffers()
             .map_err(|_| MetaError::Io { block: 0 })
