@@ -37,3 +37,10 @@ pub mod thin_ls;
 pub mod txn;
 pub mod usage;
 pub mod xml;
+
+/// Prints `value` as pretty JSON on stdout (the `--json` output of the listing commands).
+pub fn print_json<T: serde::Serialize>(value: &T) -> error::Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| other!("{e}"))?;
+    println!("{text}");
+    Ok(())
+}

@@ -85,11 +85,7 @@ pub fn rows(sys: &mut Sys, pool: Option<&str>) -> Result<Vec<Row>> {
 pub fn list(sys: &mut Sys, pool: Option<&str>, json: bool) -> Result<()> {
     let rows = rows(sys, pool)?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&rows).map_err(|e| crate::other!("{e}"))?
-        );
-        return Ok(());
+        return crate::print_json(&rows);
     }
     println!(
         "{:<20} {:<12} {:>4} {:>8} {:<6} {:>9} {:>9} {:>9} {:>9}  ORIGIN",

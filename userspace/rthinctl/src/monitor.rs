@@ -53,32 +53,28 @@ pub fn run(sys: &mut Sys, name: &str, s: &Settings) -> Result<()> {
             last_mode = st.mode.clone();
         }
         if s.threshold < 100 {
-            let mut grew = false;
-            if used_at_least(st.data_used, st.data_total, s.threshold) {
-                let new = l.state.data_size + l.state.data_size * s.percent / 100;
-                println!(
-                    "pool {name}: data {}/{} blocks used (>= {}%): extending data to {}",
-                    st.data_used,
-                    st.data_total,
-                    s.threshold,
-                    human(new)
-                );
-                pool::extend(sys, name, Some(NewSize::Absolute(new)), None)?;
-                grew = true;
+            // Each device grows by `percent` once its use reaches the threshold; one reload
+            // grows both when both are due.
+            let due = |used, total, size: u64| {
+                used_at_least(used, total, s.threshold).then(|| size + size * s.percent / 100)
+            };
+            let data = due(st.data_used, st.data_total, l.state.data_size);
+            let metadata = due(st.metadata_used, st.metadata_total, l.state.metadata_size);
+            for (what, used, total, new) in [
+                ("data", st.data_used, st.data_total, data),
+                ("metadata", st.metadata_used, st.metadata_total, metadata),
+            ] {
+                if let Some(new) = new {
+                    println!(
+                        "pool {name}: {what} {used}/{total} blocks used (>= {}%): extending {what} to {}",
+                        s.threshold,
+                        human(new)
+                    );
+                }
             }
-            if used_at_least(st.metadata_used, st.metadata_total, s.threshold) {
-                let new = l.state.metadata_size + l.state.metadata_size * s.percent / 100;
-                println!(
-                    "pool {name}: metadata {}/{} blocks used (>= {}%): extending metadata to {}",
-                    st.metadata_used,
-                    st.metadata_total,
-                    s.threshold,
-                    human(new)
-                );
-                pool::extend(sys, name, None, Some(NewSize::Absolute(new)))?;
-                grew = true;
-            }
-            if grew {
+            if data.is_some() || metadata.is_some() {
+                let absolute = |n: Option<u64>| n.map(NewSize::Absolute);
+                pool::extend(sys, name, absolute(data), absolute(metadata))?;
                 extends += 1;
                 l = pools::find(name)?;
             }

@@ -664,11 +664,7 @@ pub fn list(sys: &mut Sys, json: bool) -> Result<()> {
         rows.push(report(sys, &mut l)?);
     }
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&rows).map_err(|e| crate::other!("{e}"))?
-        );
-        return Ok(());
+        return crate::print_json(&rows);
     }
     println!(
         "{:<20} {:<10} {:<8} {:>8} {:>8} {:>7} {:>7}",

@@ -143,6 +143,17 @@ impl Sys {
 
     /// A sparse file of `size` bytes, nothing allocated (`truncate -s`); refuses to replace one.
     pub fn create_sparse_file(&self, path: &Path, size: u64) -> Result<()> {
+        self.set_file_len(path, size, true)
+    }
+
+    /// Grow a file (never shrinks: callers check).
+    pub fn grow_file(&self, path: &Path, size: u64) -> Result<()> {
+        self.set_file_len(path, size, false)
+    }
+
+    /// `truncate -s SIZE PATH`, creating the file (never replacing one) if `create`, then
+    /// syncing it.
+    fn set_file_len(&self, path: &Path, size: u64, create: bool) -> Result<()> {
         self.show(&[
             "truncate",
             "-s",
@@ -154,36 +165,14 @@ impl Sys {
         }
         let f = OpenOptions::new()
             .write(true)
-            .create_new(true)
+            .create_new(create)
             .open(path)
             .map_err(|e| match e.kind() {
                 io::ErrorKind::AlreadyExists => Error::Exists(format!("file {}", path.display())),
-                _ => Error::from_os(&format!("creating {}", path.display()), &e),
+                _ => Error::from_os(&format!("opening {}", path.display()), &e),
             })?;
         f.set_len(size)
             .map_err(|e| crate::other!("sizing {}: {e}", path.display()))?;
-        f.sync_all()
-            .map_err(|e| crate::other!("syncing {}: {e}", path.display()))?;
-        Ok(())
-    }
-
-    /// Grow a file (never shrinks).
-    pub fn grow_file(&self, path: &Path, size: u64) -> Result<()> {
-        self.show(&[
-            "truncate",
-            "-s",
-            &size.to_string(),
-            &path.display().to_string(),
-        ]);
-        if self.dry() {
-            return Ok(());
-        }
-        let f = OpenOptions::new()
-            .write(true)
-            .open(path)
-            .map_err(|e| Error::from_os(&format!("opening {}", path.display()), &e))?;
-        f.set_len(size)
-            .map_err(|e| crate::other!("growing {}: {e}", path.display()))?;
         f.sync_all()
             .map_err(|e| crate::other!("syncing {}: {e}", path.display()))?;
         Ok(())
