@@ -80,6 +80,10 @@ pub struct MemDisk {
     pub recording: bool,
     /// Fail every write once this many more writes succeeded.
     pub fail_writes_after: Option<usize>,
+    /// Fail every write to this block (the superblock is block 0).
+    pub fail_writes_to: Option<u64>,
+    /// Fail every flush once this many more flushes succeeded.
+    pub fail_flushes_after: Option<usize>,
 }
 
 impl MemDisk {
@@ -159,6 +163,9 @@ impl Disk for MemDisk {
                 "write beyond end",
             ));
         }
+        if self.fail_writes_to == Some(loc) {
+            return Err(io::Error::other("injected write failure"));
+        }
         if let Some(n) = self.fail_writes_after.as_mut() {
             if *n == 0 {
                 return Err(io::Error::other("injected write failure"));
@@ -173,6 +180,12 @@ impl Disk for MemDisk {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        if let Some(n) = self.fail_flushes_after.as_mut() {
+            if *n == 0 {
+                return Err(io::Error::other("injected flush failure"));
+            }
+            *n -= 1;
+        }
         if self.recording {
             self.log.push(DiskEvent::Flush);
         }

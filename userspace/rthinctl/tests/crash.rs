@@ -199,6 +199,68 @@ fn write_errors_during_commit_leave_the_last_commit() {
     }
 }
 
+/// Where a commit's device operations fail in [`commit_faults_abort_to_a_commit`].
+#[derive(Clone, Copy, Debug)]
+enum CommitFault {
+    /// The superblock write (the commit point).
+    SuperblockWrite,
+    /// The flush before the superblock is written.
+    FirstFlush,
+    /// The flush after it, which makes the superblock durable.
+    FinalFlush,
+}
+
+#[test]
+fn commit_faults_abort_to_a_commit() {
+    // A failed superblock write or flush fails the commit and the pool (no change accepted
+    // after it). Reopening the device, which is what the kernel's abort does, gives the last
+    // commit; after a failed final flush the new superblock may already be on the device, so
+    // there either commit is fine. Either way the metadata is clean and the reopened pool
+    // carries on committing.
+    let base = seed(123);
+    for fault in [
+        CommitFault::SuperblockWrite,
+        CommitFault::FirstFlush,
+        CommitFault::FinalFlush,
+    ] {
+        for i in 0..4 {
+            let mut rng = Rng::new(base + i);
+            let mut p = mem_pool(2048, 3000);
+            random_work(&mut p, &mut rng, 100);
+            p.commit().unwrap();
+            let state_a = state_of(&p.block_manager().with_disk(|d| d.clone())).unwrap();
+            random_work(&mut p, &mut rng, 100);
+            p.block_manager().with_disk(|d| match fault {
+                CommitFault::SuperblockWrite => d.fail_writes_to = Some(0),
+                CommitFault::FirstFlush => d.fail_flushes_after = Some(0),
+                CommitFault::FinalFlush => d.fail_flushes_after = Some(1),
+            });
+            let r = p.commit();
+            assert!(
+                matches!(r, Err(Error::Io { .. })),
+                "{fault:?}: commit should fail: {r:?}"
+            );
+            assert!(p.has_failed(), "{fault:?}");
+            assert!(
+                p.create_thin(100).is_err(),
+                "{fault:?}: a failed pool refuses changes"
+            );
+            let mut disk = p.into_block_manager().into_disk();
+            disk.fail_writes_to = None;
+            disk.fail_flushes_after = None;
+            let state = state_of(&disk).unwrap_or_else(|e| panic!("{fault:?}: {e}"));
+            if !matches!(fault, CommitFault::FinalFlush) {
+                assert_eq!(state, state_a, "{fault:?}: not the last commit");
+            }
+            let mut p = Pool::open(CachedBm::new(disk), None, true).unwrap();
+            random_work(&mut p, &mut rng, 100);
+            p.commit().unwrap();
+            state_of(&p.block_manager().with_disk(|d| d.clone()))
+                .unwrap_or_else(|e| panic!("{fault:?}, after reopening: {e}"));
+        }
+    }
+}
+
 #[test]
 fn allocation_never_reuses_blocks_freed_in_the_transaction() {
     // Free many metadata and data blocks, then allocate lots in the same transaction: no block
