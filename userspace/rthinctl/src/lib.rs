@@ -36,4 +36,3 @@ pub mod thin;
 pub mod thin_ls;
 pub mod txn;
 pub mod usage;
-pub mod xml;
