@@ -3,7 +3,7 @@
 //! Offline tools built on the rthin metadata engine:
 //! * [`check`]: structural and reference-count verification (what `thin_check` checks);
 //! * [`dump`]: `thin_dump` 1.1.0 compatible XML;
-//! * [`restore`]: XML → metadata image through the engine;
+//! * [`restore`]: XML → metadata image through the engine, streamed, trees built bottom-up;
 //! * [`ls`], [`usage`], [`thin_ls`]: per-device mapped / exclusive / shared block counts.
 //!
 //! Pools and volumes on a running kernel:
