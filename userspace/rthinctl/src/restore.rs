@@ -21,6 +21,9 @@ use rthin_metadata::superblock::DeviceDetails;
 use rthin_metadata::thin::pack_block_time;
 use rthin_metadata::{Block, BlockManager, Pool, BLOCK_SIZE};
 
+/// Data blocks one space-map bitmap covers.
+const BITMAP_SPAN: u64 = rthin_metadata::sm_common::ENTRIES_PER_BITMAP;
+
 /// One `single_mapping` or `range_mapping`.
 #[derive(Clone, Copy)]
 struct Map {
@@ -77,7 +80,9 @@ fn need<T: std::str::FromStr>(v: &Option<String>, tag: &str, key: &str) -> Resul
 fn num_attrs<const N: usize>(e: &BytesStart, tag: &str, keys: [&str; N]) -> Result<[u64; N]> {
     let mut out = [0u64; N];
     let mut seen = [false; N];
-    for a in e.attributes() {
+    // The hot path: quick-xml's duplicate-attribute check is skipped here (a repeated
+    // attribute takes its last value).
+    for a in e.attributes().with_checks(false) {
         let a = a.with_context(|| format!("bad attribute in <{tag}>"))?;
         let Some(i) = keys.iter().position(|k| k.as_bytes() == a.key.as_ref()) else {
             continue;
@@ -173,10 +178,10 @@ struct Restorer<B: BlockManager> {
     defs: HashMap<String, Def>,
     open: Open,
     buf: Box<Block>,
-    /// Data references not yet added: a run of consecutive blocks `(first, len)`.  Adding
-    /// commutes, so runs that continue across mapping elements are added at once; the run is
-    /// flushed before anything may drop a reference.
-    data_run: (u64, u64),
+    /// Data references not yet added: runs of consecutive blocks `(first, len)` in one
+    /// bitmap, added with one bitmap write when a run falls in another bitmap.  Adding
+    /// commutes; the batch is added before anything may drop a reference.
+    data_runs: Vec<(u64, u64)>,
 }
 
 impl<B: BlockManager> Restorer<B> {
@@ -220,29 +225,33 @@ impl<B: BlockManager> Restorer<B> {
                 }
             }
         }
-        let (first, len) = self.data_run;
-        if len > 0 && first + len == m.data {
-            self.data_run.1 += m.len;
-        } else {
-            self.flush_data_run()?;
-            self.data_run = (m.data, m.len);
+        match self.data_runs.last_mut() {
+            Some((first, len)) if *first + *len == m.data => *len += m.len,
+            Some(&mut (first, _)) if first / BITMAP_SPAN != m.data / BITMAP_SPAN => {
+                self.flush_data_runs()?;
+                self.data_runs.push((m.data, m.len));
+            }
+            _ => self.data_runs.push((m.data, m.len)),
+        }
+        if self.data_runs.len() >= 4096 {
+            self.flush_data_runs()?;
         }
         Ok(())
     }
 
-    fn flush_data_run(&mut self) -> Result<()> {
-        let (first, len) = std::mem::take(&mut self.data_run);
-        if len > 0 {
+    fn flush_data_runs(&mut self) -> Result<()> {
+        if !self.data_runs.is_empty() {
             self.pool
                 .tx()
-                .data_inc_range(first, len)
-                .with_context(|| format!("data blocks {first}+{len}"))?;
+                .data_inc_ranges(&self.data_runs)
+                .context("adding data block references")?;
+            self.data_runs.clear();
         }
         Ok(())
     }
 
     fn reference(&mut self, name: &str) -> Result<()> {
-        self.flush_data_run()?;
+        self.flush_data_runs()?;
         let def = self
             .defs
             .get(name)
@@ -296,7 +305,7 @@ impl<B: BlockManager> Restorer<B> {
     }
 
     fn end(&mut self, name: &[u8]) -> Result<()> {
-        self.flush_data_run()?;
+        self.flush_data_runs()?;
         let open = std::mem::replace(&mut self.open, Open::Nothing);
         let tx = self.pool.tx();
         match (name, open) {
@@ -390,7 +399,7 @@ pub fn restore_from<R: BufRead, B: BlockManager>(input: R, bm: B) -> Result<Pool
         defs: HashMap::new(),
         open: Open::Nothing,
         buf: Box::new([0u8; BLOCK_SIZE]),
-        data_run: (0, 0),
+        data_runs: Vec::with_capacity(4096),
     };
     loop {
         ev.clear();
@@ -410,7 +419,7 @@ pub fn restore_from<R: BufRead, B: BlockManager>(input: R, bm: B) -> Result<Pool
     if !matches!(r.open, Open::Nothing) {
         bail!("</superblock> inside an open <device> or <def>");
     }
-    r.flush_data_run()?;
+    r.flush_data_runs()?;
     r.release_defs()?;
     let mut pool = r.pool;
     pool.commit().context("committing the restored metadata")?;
