@@ -71,6 +71,12 @@ struct Inner<D: Disk> {
     /// Blocks made dirty since the last flush (may contain duplicates).
     dirty: Vec<u64>,
     stats: CacheStats,
+    /// Clean blocks no guard holds are dropped when this many blocks are cached
+    /// (`usize::MAX`: never).
+    limit: usize,
+    /// Cache size at which the next sweep runs (at least `limit`; twice what a sweep kept, so
+    /// that sweeping stays amortised O(1) per block read).
+    next_sweep: usize,
 }
 
 /// Block manager: a cache in front of a [`Disk`].
@@ -134,14 +140,23 @@ fn busy(loc: u64) -> Error {
 }
 
 impl<D: Disk> CachedBm<D> {
-    /// Wrap a disk.
+    /// Wrap a disk; every block read stays cached.
     pub fn new(disk: D) -> CachedBm<D> {
+        Self::with_limit(disk, usize::MAX)
+    }
+
+    /// Wrap a disk, dropping clean blocks no guard holds whenever `limit` blocks are cached
+    /// (read-only tools walking a large image keep a few MB instead of the whole image).
+    /// Dirty blocks always stay until they are written.
+    pub fn with_limit(disk: D, limit: usize) -> CachedBm<D> {
         CachedBm {
             inner: Rc::new(RefCell::new(Inner {
                 disk,
                 cache: BlockMap::default(),
                 dirty: Vec::new(),
                 stats: CacheStats::default(),
+                limit,
+                next_sweep: limit,
             })),
         }
     }
@@ -210,6 +225,12 @@ impl<D: Disk> CachedBm<D> {
         inner.stats.disk_reads += 1;
         verify(kind, loc, &buf)?;
         let data = Rc::new(buf);
+        if inner.cache.len() >= inner.next_sweep {
+            inner
+                .cache
+                .retain(|_, e| e.dirty || e.data.as_ref().is_none_or(|d| Rc::strong_count(d) > 1));
+            inner.next_sweep = inner.limit.max(inner.cache.len().saturating_mul(2));
+        }
         inner.cache.insert(
             loc,
             Entry {

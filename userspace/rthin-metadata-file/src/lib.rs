@@ -15,9 +15,18 @@ pub type FileBm = CachedBm<FileDisk>;
 /// Block manager over an in-memory image.
 pub type MemBm = CachedBm<MemDisk>;
 
-/// Open an image file read-write (or read-only) as a block manager.
+/// Blocks a read-only [`open_file`] keeps cached (1 MiB): the offline tools read each block
+/// about once, and the page cache is below.
+pub const READ_ONLY_CACHE_BLOCKS: usize = 256;
+
+/// Open an image file read-write (or read-only, with a bounded cache) as a block manager.
 pub fn open_file(path: &Path, writable: bool) -> std::io::Result<FileBm> {
-    Ok(CachedBm::new(FileDisk::open(path, writable)?))
+    let disk = FileDisk::open(path, writable)?;
+    Ok(if writable {
+        CachedBm::new(disk)
+    } else {
+        CachedBm::with_limit(disk, READ_ONLY_CACHE_BLOCKS)
+    })
 }
 
 pub use rthin_metadata::{Block, BlockKind, BlockManager, BLOCK_SIZE};
