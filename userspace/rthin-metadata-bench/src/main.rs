@@ -3,8 +3,12 @@
 //! numbers measure the engine (btree, space maps, copy-on-write, checksums), not a disk.
 //!
 //! `cargo run --release -p rthin-metadata-bench [-- sizes...]`, e.g. `-- 1000 100000`.
+//! Then, unless `--no-offline` is given, the offline tools side by side with
+//! thin-provisioning-tools (`offline.rs`; needs `rthinctl` built in the same profile).
 
 use std::time::Instant;
+
+mod offline;
 
 use rthin_metadata::Pool;
 use rthin_metadata_file::{CachedBm, MemBm, MemDisk};
@@ -137,4 +141,8 @@ fn main() {
         );
     }
     println!("(inserts/s of snapshot rows: copy-on-write overwrites after each snapshot; commits/s: 10 inserts per commit)");
+    if !std::env::args().any(|a| a == "--no-offline") {
+        offline::side_by_side(1_000_000, 950_000, false);
+        offline::side_by_side(1_000_000, 950_000, true);
+    }
 }
