@@ -132,6 +132,17 @@ impl<D: Disk> Drop for WriteGuard<D> {
     }
 }
 
+impl<D: Disk> Inner<D> {
+    /// At the limit, drop every clean block no guard holds.
+    fn sweep_if_full(&mut self) {
+        if self.cache.len() >= self.next_sweep {
+            self.cache
+                .retain(|_, e| e.dirty || e.data.as_ref().is_none_or(|d| Rc::strong_count(d) > 1));
+            self.next_sweep = self.limit.max(self.cache.len().saturating_mul(2));
+        }
+    }
+}
+
 fn busy(loc: u64) -> Error {
     Error::Corrupt {
         block: loc,
@@ -225,12 +236,7 @@ impl<D: Disk> CachedBm<D> {
         inner.stats.disk_reads += 1;
         verify(kind, loc, &buf)?;
         let data = Rc::new(buf);
-        if inner.cache.len() >= inner.next_sweep {
-            inner
-                .cache
-                .retain(|_, e| e.dirty || e.data.as_ref().is_none_or(|d| Rc::strong_count(d) > 1));
-            inner.next_sweep = inner.limit.max(inner.cache.len().saturating_mul(2));
-        }
+        inner.sweep_if_full();
         inner.cache.insert(
             loc,
             Entry {
@@ -253,6 +259,7 @@ impl<D: Disk> CachedBm<D> {
                     return Err(busy(loc));
                 }
             }
+            inner.sweep_if_full();
             inner.cache.insert(
                 loc,
                 Entry {

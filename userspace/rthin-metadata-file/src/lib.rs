@@ -19,14 +19,19 @@ pub type MemBm = CachedBm<MemDisk>;
 /// about once, and the page cache is below.
 pub const READ_ONLY_CACHE_BLOCKS: usize = 256;
 
-/// Open an image file read-write (or read-only, with a bounded cache) as a block manager.
+/// Clean blocks a writable [`open_file`] keeps cached (16 MiB).  Dirty blocks stay until they
+/// are written: a bulk writer (restore) bounds its memory by flushing now and then.
+pub const WRITABLE_CACHE_BLOCKS: usize = 4096;
+
+/// Open an image file read-write (or read-only) as a block manager with a bounded cache.
 pub fn open_file(path: &Path, writable: bool) -> std::io::Result<FileBm> {
     let disk = FileDisk::open(path, writable)?;
-    Ok(if writable {
-        CachedBm::new(disk)
-    } else {
-        CachedBm::with_limit(disk, READ_ONLY_CACHE_BLOCKS)
-    })
+    Ok(CachedBm::with_limit(
+        disk,
+        if writable {
+            WRITABLE_CACHE_BLOCKS
+        } else {
+            READ_ONLY_CACHE_BLOCKS
+        },
+    ))
 }
-
-pub use rthin_metadata::{Block, BlockKind, BlockManager, BLOCK_SIZE};

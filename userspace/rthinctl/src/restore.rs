@@ -182,7 +182,14 @@ struct Restorer<B: BlockManager> {
     /// bitmap, added with one bitmap write when a run falls in another bitmap.  Adding
     /// commutes; the batch is added before anything may drop a reference.
     data_runs: Vec<(u64, u64)>,
+    /// Mappings since the block manager last wrote its dirty blocks back.
+    since_writeback: u64,
 }
+
+/// Mappings between write-backs of the blocks built so far (about 4,000 blocks): with a block
+/// manager whose cache is bounded, the restore's memory does not grow with the metadata.  The
+/// superblock is written only by the final commit, so a restore cut short leaves no pool.
+const WRITEBACK_MAPPINGS: u64 = 1 << 20;
 
 impl<B: BlockManager> Restorer<B> {
     fn check_map(&self, m: &Map) -> Result<()> {
@@ -235,6 +242,15 @@ impl<B: BlockManager> Restorer<B> {
         }
         if self.data_runs.len() >= 4096 {
             self.flush_data_runs()?;
+        }
+        self.since_writeback += m.len;
+        if self.since_writeback >= WRITEBACK_MAPPINGS {
+            self.since_writeback = 0;
+            self.flush_data_runs()?;
+            self.pool
+                .block_manager()
+                .flush()
+                .context("writing back the blocks built so far")?;
         }
         Ok(())
     }
@@ -400,6 +416,7 @@ pub fn restore_from<R: BufRead, B: BlockManager>(input: R, bm: B) -> Result<Pool
         open: Open::Nothing,
         buf: Box::new([0u8; BLOCK_SIZE]),
         data_runs: Vec::with_capacity(4096),
+        since_writeback: 0,
     };
     loop {
         ev.clear();
