@@ -144,5 +144,6 @@ fn main() {
     if !std::env::args().any(|a| a == "--no-offline") {
         offline::side_by_side(1_000_000, 950_000, false);
         offline::side_by_side(1_000_000, 950_000, true);
+        offline::side_by_side(5_000_000, 4_750_000, false);
     }
 }
