@@ -1,7 +1,7 @@
 //! XML → metadata image, streaming: the document is read element by element (quick-xml, with
 //! entity unescaping) and each mapping tree is built bottom-up with full leaves
 //! (`btree_build.rs` in the engine) as its mappings go by.  The blocks built so far are
-//! written back every [`WRITEBACK_MAPPINGS`] mappings, so with a bounded block cache
+//! written back every 2^20 mappings, so with a bounded block cache
 //! (`rthin_metadata_file::open_file`) memory stays bounded whatever the size of the XML or the
 //! metadata (the `<def>` leaf lists aside: 24 bytes per shared leaf).
 //!
