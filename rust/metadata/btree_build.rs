@@ -14,15 +14,19 @@
 //!
 //! Node shape: every node is full except the last one of each level, which takes entries from
 //! its full left neighbour when it would hold fewer than `max_entries / 3` (the minimum the
-//! kernel keeps for non-root nodes), so both end up at least half full.  A leaf pushed whole
-//! is left as it is (it may be shared); the leaf before it is closed early and, when that would
-//! leave it under the minimum and a full leaf of ours precedes it, balanced with that one.  A
-//! root with a single child is never built: the child is the root.
+//! kernel and thin_check demand of non-root nodes), so both end up at least half full.  A leaf
+//! pushed whole stays as it is (shared) only where every leaf around it can hold the minimum:
+//! the leaf before it is closed early (balanced with a full one of ours before it if short),
+//! and the leaf waits until enough entries follow it, another whole leaf follows, or the tree
+//! ends.  Otherwise its entries are copied into the tree's own leaves, and so are those of a
+//! whole leaf under the minimum unless it is the entire tree.  A root with a single child is
+//! never built: the child is the root.
 //!
-//! References: a new node has count 1 (the reference its parent holds).  The builders change no
-//! other count: the caller adds the references the leaf values hold (data blocks of a mapping
-//! tree) and, for a leaf pushed into more than one tree, the leaf's extra references.  Nothing
-//! here recurses; state is a fixed array of [`MAX_DEPTH`] levels (about 1 KiB).
+//! References: a new node has count 1 (the reference its parent holds).  The caller adds the
+//! references the values it pushes hold (data blocks of a mapping tree) and one reference for
+//! every whole leaf it pushes; when the builder copies a whole leaf's entries instead, it adds
+//! the copies' references and drops that one itself.  Nothing here recurses; state is a fixed
+//! array of [`MAX_DEPTH`] levels (a [`TreeBuilder`] is about 1.3 KiB).
 
 use super::block::{Block, BlockKind, BlockManager};
 use super::btree::{TreeInfo, MAX_DEPTH};
