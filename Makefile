@@ -72,7 +72,7 @@ bench: setup module
 	@scripts/bench.sh $(BENCH_ARGS)
 
 bench-metadata:
-	@cd userspace && cargo run --release --locked -p rthin-metadata-bench
+	@cd userspace && cargo build --release --locked -p rthinctl && cargo run --release --locked -p rthin-metadata-bench
 
 clean:
 	@git clean -fdXq -- rust dm-rthin.* dm-rthin-test.* Module.symvers modules.order .check-logs

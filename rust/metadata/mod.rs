@@ -9,16 +9,19 @@
 //! Layers, bottom up:
 //! * [`crc`], [`block`]: checksums, block kinds, the block-manager trait;
 //! * [`btree_node`]: node byte layout; [`btree`], [`btree_remove`]: tree algorithms;
+//!   [`btree_build`]: bottom-up construction (restore tools);
 //! * [`sm_common`], [`sm_metadata`], [`sm_data`]: space maps;
 //! * [`tm`]: transaction context and copy-on-write;
 //! * [`superblock`], [`thin`]: the thin-pool metadata API.
 
 pub mod block;
 pub mod btree;
+pub mod btree_build;
 pub mod btree_node;
 pub mod btree_remove;
 pub mod crc;
 pub mod error;
+pub mod sm_bulk;
 pub mod sm_common;
 pub mod sm_data;
 pub mod sm_metadata;

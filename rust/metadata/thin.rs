@@ -602,6 +602,22 @@ impl<B: BlockManager> Pool<B> {
         self.mutate_ordinary(|p| p.details_put(id, d))
     }
 
+    /// Add thin `id` with details `d` and the bottom-level mapping tree at `root`, built
+    /// elsewhere in this transaction (restore tools, `btree_build.rs`).  The device takes over
+    /// one reference to `root`; the counts of everything beneath are the builder's business.
+    pub fn create_thin_with_tree(&mut self, id: u64, root: u64, d: DeviceDetails) -> Result<()> {
+        check_dev_id(id)?;
+        if self.details_get(id)?.is_some() {
+            return Err(Error::DeviceExists(id));
+        }
+        self.mutate_ordinary(|p| {
+            let (mr, _) =
+                p.tx.btree_insert(p.sb.mapping_root, MAPPING_TOP_TREE, id, &root.to_le_bytes())?;
+            p.sb.mapping_root = mr;
+            p.details_put(id, d)
+        })
+    }
+
     /// Visit every device in id order.
     pub fn for_each_device(
         &mut self,

@@ -13,14 +13,18 @@
 //! * `delete s`: deleting the fully mapped origin after its snapshots (a full walk);
 //! * `peak MiB`: the child's peak resident memory (the in-memory device included).
 //!
-//! `cargo run --release -p rthin-metadata-bench [-- SIZE... [--depths D,D,...]]`, by default
-//! sizes 1000 100000 1000000 and depths 1,10,100. The goals (issue 10) are printed with the
-//! measured ratios; they are targets, not assertions.
+//! `cargo run --release -p rthin-metadata-bench [-- SIZE... [--depths D,D,...] [--no-offline]]`,
+//! by default sizes 1000 100000 1000000 and depths 1,10,100. The goals (issue 10) are printed
+//! with the measured ratios; they are targets, not assertions. Then, unless `--no-offline` is
+//! given, the offline tools side by side with thin-provisioning-tools (`offline.rs`; needs
+//! `rthinctl` built in the same profile).
 
 use std::{
     process::Command,
     time::{Duration, Instant},
 };
+
+mod offline;
 
 use rthin_metadata::Pool;
 use rthin_metadata_file::{CachedBm, MemBm, MemDisk};
@@ -328,9 +332,12 @@ fn main() {
     }
     let mut sizes = Vec::new();
     let mut depths = vec![1, 10, 100];
+    let mut offline_tools = true;
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        if a == "--depths" {
+        if a == "--no-offline" {
+            offline_tools = false;
+        } else if a == "--depths" {
             let list = it.next().expect("--depths D,D,...");
             depths = list
                 .split(',')
@@ -356,4 +363,9 @@ fn main() {
         "One fully mapped thin of MAPPINGS blocks, then a chain of DEPTH snapshots. overwrite: up to {MAX_OVERWRITES} writes to the newest snapshot, each breaking sharing; lookups in the newest snapshot; remove_range: all of the newest snapshot; delete: the origin, after its snapshots. In-memory metadata device."
     );
     print_goals(&rows);
+    if offline_tools {
+        offline::side_by_side(1_000_000, 950_000, false);
+        offline::side_by_side(1_000_000, 950_000, true);
+        offline::side_by_side(5_000_000, 4_750_000, false);
+    }
 }

@@ -15,9 +15,23 @@ pub type FileBm = CachedBm<FileDisk>;
 /// Block manager over an in-memory image.
 pub type MemBm = CachedBm<MemDisk>;
 
-/// Open an image file read-write (or read-only) as a block manager.
-pub fn open_file(path: &Path, writable: bool) -> std::io::Result<FileBm> {
-    Ok(CachedBm::new(FileDisk::open(path, writable)?))
-}
+/// Blocks a read-only [`open_file`] keeps cached (1 MiB): the offline tools read each block
+/// about once, and the page cache is below.
+pub const READ_ONLY_CACHE_BLOCKS: usize = 256;
 
-pub use rthin_metadata::{Block, BlockKind, BlockManager, BLOCK_SIZE};
+/// Clean blocks a writable [`open_file`] keeps cached (16 MiB).  Dirty blocks stay until they
+/// are written: a bulk writer (restore) bounds its memory by flushing now and then.
+pub const WRITABLE_CACHE_BLOCKS: usize = 4096;
+
+/// Open an image file read-write (or read-only) as a block manager with a bounded cache.
+pub fn open_file(path: &Path, writable: bool) -> std::io::Result<FileBm> {
+    let disk = FileDisk::open(path, writable)?;
+    Ok(CachedBm::with_limit(
+        disk,
+        if writable {
+            WRITABLE_CACHE_BLOCKS
+        } else {
+            READ_ONLY_CACHE_BLOCKS
+        },
+    ))
+}

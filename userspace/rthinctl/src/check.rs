@@ -59,12 +59,60 @@ struct Summary {
 
 type Collected = Vec<(u64, [u8; 24])>;
 
+/// Reference counts of blocks `0..nr`: one byte per block (a data device of millions of
+/// blocks costs a few MB and no hashing), counts of 255 and more on the side.
+struct Counts {
+    small: Vec<u8>,
+    big: HashMap<u64, u32>,
+}
+
+impl Counts {
+    const BIG: u8 = u8::MAX;
+
+    fn new(nr: u64) -> Counts {
+        Counts {
+            small: vec![0; nr as usize],
+            big: HashMap::new(),
+        }
+    }
+
+    fn get(&self, b: u64) -> u32 {
+        match self.small[b as usize] {
+            Self::BIG => self.big[&b],
+            v => u32::from(v),
+        }
+    }
+
+    fn set(&mut self, b: u64, v: u32) {
+        match u8::try_from(v) {
+            Ok(x) if x != Self::BIG => {
+                self.small[b as usize] = x;
+                self.big.remove(&b);
+            }
+            _ => {
+                self.small[b as usize] = Self::BIG;
+                self.big.insert(b, v);
+            }
+        }
+    }
+
+    fn inc(&mut self, b: u64) {
+        let i = b as usize;
+        if self.small[i] < Self::BIG - 1 {
+            self.small[i] += 1;
+        } else {
+            let v = self.get(b).saturating_add(1);
+            self.set(b, v);
+        }
+    }
+}
+
 struct Checker<'a, B: BlockManager> {
     bm: &'a B,
     nr_meta: u64,
     nr_data: u64,
-    meta_refs: HashMap<u64, u32>,
-    data_refs: HashMap<u64, u32>,
+    meta_refs: Counts,
+    data_refs: Counts,
     seen: HashMap<u64, Option<Summary>>,
     errors: Vec<String>,
 }
@@ -82,7 +130,7 @@ impl<B: BlockManager> Checker<'_, B> {
             ));
             return false;
         }
-        *self.meta_refs.entry(b).or_default() += 1;
+        self.meta_refs.inc(b);
         true
     }
 
@@ -205,7 +253,7 @@ impl<B: BlockManager> Checker<'_, B> {
                             self.nr_data
                         ));
                     } else {
-                        *self.data_refs.entry(b).or_default() += 1;
+                        self.data_refs.inc(b);
                     }
                 } else {
                     let mut buf = [0u8; 24];
@@ -260,8 +308,8 @@ impl<B: BlockManager> Checker<'_, B> {
         bitmaps: &[(u64, IndexEntry)],
         ref_counts: &Collected,
         ref_root: u64,
-    ) -> Vec<u32> {
-        let mut counts = vec![0u32; nr as usize];
+    ) -> Counts {
+        let mut counts = Counts::new(nr);
         for &(i, ie) in bitmaps {
             let base = i * ENTRIES_PER_BITMAP;
             let g = match self.bm.read(ie.blocknr, BlockKind::Bitmap) {
@@ -275,7 +323,7 @@ impl<B: BlockManager> Checker<'_, B> {
             let mut first_free = None;
             for e in 0..end {
                 let v = bitmap_get(&g, e);
-                counts[(base + e) as usize] = v;
+                counts.small[(base + e) as usize] = v as u8;
                 if v == 0 && first_free.is_none() {
                     first_free = Some(e);
                 }
@@ -297,10 +345,10 @@ impl<B: BlockManager> Checker<'_, B> {
                 self.err(format!(
                     "{name} ref-count tree {ref_root}: entry for block {b} beyond the space map"
                 ));
-            } else if counts[*b as usize] != 3 {
+            } else if counts.small[*b as usize] != 3 {
                 self.err(format!(
                     "{name} ref-count tree {ref_root}: entry for block {b} whose bitmap count is {}",
-                    counts[*b as usize]
+                    counts.small[*b as usize]
                 ));
             } else if c < 3 {
                 self.err(format!(
@@ -308,10 +356,10 @@ impl<B: BlockManager> Checker<'_, B> {
                 ));
             }
         }
-        for (b, c) in counts.iter_mut().enumerate() {
-            if *c == 3 {
-                match in_tree.get(&(b as u64)) {
-                    Some(&t) => *c = t,
+        for b in 0..nr {
+            if counts.small[b as usize] == 3 {
+                match in_tree.get(&b) {
+                    Some(&t) => counts.set(b, t),
                     None => self.err(format!(
                         "{name} space map: block {b} has bitmap count 3 but no ref-count tree entry"
                     )),
@@ -321,10 +369,14 @@ impl<B: BlockManager> Checker<'_, B> {
         counts
     }
 
-    fn compare(&mut self, name: &str, stored: &[u32], expected: &HashMap<u64, u32>, root: &SmRoot) {
+    fn compare(&mut self, name: &str, stored: &Counts, expected: &Counts, root: &SmRoot) {
         let mut allocated = 0u64;
-        for (b, &s) in stored.iter().enumerate() {
-            let e = expected.get(&(b as u64)).copied().unwrap_or(0);
+        for (b, (&ss, &es)) in stored.small.iter().zip(&expected.small).enumerate() {
+            if ss == es && ss != Counts::BIG {
+                allocated += u64::from(ss != 0);
+                continue;
+            }
+            let (s, e) = (stored.get(b as u64), expected.get(b as u64));
             if s != 0 {
                 allocated += 1;
             }
@@ -382,8 +434,8 @@ pub fn check<B: BlockManager>(bm: &B) -> Report {
         bm,
         nr_meta: sb.meta_sm.nr_blocks,
         nr_data: sb.data_sm.nr_blocks,
-        meta_refs: HashMap::new(),
-        data_refs: HashMap::new(),
+        meta_refs: Counts::new(sb.meta_sm.nr_blocks),
+        data_refs: Counts::new(sb.data_sm.nr_blocks),
         seen: HashMap::new(),
         errors: std::mem::take(&mut report.errors),
     };
@@ -465,7 +517,7 @@ pub fn check<B: BlockManager>(bm: &B) -> Report {
         &drefs,
         sb.data_sm.ref_count_root,
     );
-    let expected = std::mem::take(&mut c.data_refs);
+    let expected = std::mem::replace(&mut c.data_refs, Counts::new(0));
     c.compare("data", &stored, &expected, &sb.data_sm);
 
     // Metadata space map (last: every metadata reference is known by now).
@@ -501,10 +553,11 @@ pub fn check<B: BlockManager>(bm: &B) -> Report {
         &mrefs,
         sb.meta_sm.ref_count_root,
     );
-    let expected = std::mem::take(&mut c.meta_refs);
+    let expected = std::mem::replace(&mut c.meta_refs, Counts::new(0));
     c.compare("metadata", &stored, &expected, &sb.meta_sm);
-    report.referenced = expected.keys().copied().collect();
-    report.referenced.sort_unstable();
+    report.referenced = (0..nr_meta)
+        .filter(|&b| expected.small[b as usize] != 0)
+        .collect();
 
     report.errors = c.errors;
     report

@@ -3,7 +3,7 @@
 //! Offline tools built on the rthin metadata engine:
 //! * [`check`]: structural and reference-count verification (what `thin_check` checks);
 //! * [`dump`]: `thin_dump` 1.1.0 compatible XML;
-//! * [`restore`]: XML → metadata image through the engine;
+//! * [`restore`]: XML → metadata image through the engine, streamed, trees built bottom-up;
 //! * [`ls`], [`usage`], [`thin_ls`]: per-device mapped / exclusive / shared block counts.
 //!
 //! Pools and volumes on a running kernel:
@@ -36,8 +36,6 @@ pub mod thin;
 pub mod thin_ls;
 pub mod txn;
 pub mod usage;
-pub mod xml;
-
 /// Prints `value` as pretty JSON on stdout (the `--json` output of the listing commands).
 pub fn print_json<T: serde::Serialize>(value: &T) -> error::Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|e| other!("{e}"))?;

@@ -388,11 +388,14 @@ fn run_offline(c: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Restore { input, output } => {
-            let xml = std::fs::read_to_string(&input)
-                .with_context(|| format!("reading {}", input.display()))?;
+            let xml = std::io::BufReader::with_capacity(
+                1 << 16,
+                File::open(&input).with_context(|| format!("reading {}", input.display()))?,
+            );
             let bm = rthin_metadata_file::open_file(&output, true)
                 .with_context(|| format!("opening {}", output.display()))?;
-            rthinctl::restore::restore(&xml, bm)?;
+            rthinctl::restore::restore_from(xml, bm)
+                .with_context(|| format!("restoring {}", input.display()))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Ls {

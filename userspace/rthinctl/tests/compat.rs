@@ -197,7 +197,7 @@ fn our_restore_round_trips_through_thin_dump() {
 }
 
 #[test]
-fn restored_xml_with_defs_expands_sharing() {
+fn restored_xml_with_defs_keeps_sharing() {
     let mut rng = Rng::new(seed(777));
     let (xml, expected) = random_xml(&mut rng, true);
     let p = rthinctl::restore::restore(&xml, mem_bm(4096)).unwrap();
