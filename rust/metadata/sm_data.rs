@@ -31,7 +31,7 @@ pub struct DataSm {
     pub committed_index_root: u64,
     /// Blocks covered in the committed state.
     pub committed_nr_blocks: u64,
-    /// Allocation cursor (forward within a transaction).
+    /// Allocation cursor: moves forward, kept across commits, wraps at the end.
     pub cursor: u64,
     /// Last index entry looked up in the current index tree: (root, bitmap, entry).  Saves a
     /// btree walk per count change in the common case of consecutive changes in one bitmap.
@@ -52,7 +52,9 @@ impl DataSm {
         );
         self.committed_index_root = self.index_root;
         self.committed_nr_blocks = self.nr_blocks;
-        self.cursor = 0;
+        // The cursor stays: the blocks before it were in use a moment ago, so searching from
+        // it finds free blocks sooner (the allocation wraps to the start when it reaches the
+        // end).
         self.last_index = None;
     }
 }
@@ -260,6 +262,7 @@ impl<B: BlockManager> Tx<B> {
         for i in old_bitmaps..new_bitmaps {
             let b = self.meta_alloc()?;
             drop(self.bm.new_block(b, BlockKind::Bitmap)?);
+            self.remember_shadow(b);
             self.data_index_set(
                 i,
                 IndexEntry {

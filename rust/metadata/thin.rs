@@ -31,7 +31,7 @@ use super::superblock::{
     DeviceDetails, Superblock, METADATA_BLOCK_SECTORS, NEEDS_CHECK_FLAG, SUPERBLOCK_LOCATION,
     SUPERBLOCK_VERSION,
 };
-use super::tm::{ReadMode, Tx};
+use super::tm::{ReadMode, ShadowSet, Tx};
 
 /// Largest thin device id (24 bits).
 pub const MAX_DEV_ID: u64 = (1 << 24) - 1;
@@ -113,8 +113,9 @@ impl<B: BlockManager> Pool<B> {
     }
 
     /// A pool with nothing loaded (every operation fails until one of the `_in_place` methods
-    /// succeeds).  `Pool` is about 6 KiB: the kernel puts this in its heap allocation and loads
+    /// succeeds).  `Pool` is about 15 KiB: the kernel puts this in its heap allocation and loads
     /// it there, because the by-value constructors need several copies of it on the stack.
+    #[inline(always)]
     pub fn unloaded(bm: B) -> Self {
         // One struct expression of constants, so that it is built directly in the caller's
         // slot (a run-time `MetaSm::new` is built on the stack and copied).
@@ -123,9 +124,25 @@ impl<B: BlockManager> Pool<B> {
                 bm,
                 msm: const { MetaSm::new(0) },
                 dsm: DataSm::default(),
+                shadows: const { ShadowSet::new() },
+                simple: false,
             },
             sb: Superblock::default(),
-            cache: [CachedDetails::default(); DETAILS_CACHE],
+            // Constants, so that they are written in place like the rest (a run-time array
+            // would be built on the stack and copied).
+            cache: const {
+                [CachedDetails {
+                    id: 0,
+                    details: DeviceDetails {
+                        mapped_blocks: 0,
+                        transaction_id: 0,
+                        creation_time: 0,
+                        snapshotted_time: 0,
+                    },
+                    valid: false,
+                    dirty: false,
+                }; DETAILS_CACHE]
+            },
             next_evict: 0,
             changed: false,
             failed: true,
@@ -136,6 +153,7 @@ impl<B: BlockManager> Pool<B> {
 
     /// Forget the in-core state; the pool is unusable until loaded again.
     fn unload(&mut self) {
+        self.tx.shadows.clear();
         self.failed = true;
         self.changed = false;
         self.writable = false;
@@ -302,6 +320,14 @@ impl<B: BlockManager> Pool<B> {
     /// `thin_restore`, may turn it off to use every block.
     pub fn set_metadata_reserve_enforced(&mut self, on: bool) {
         self.reserve_enforced = on;
+    }
+
+    /// Take only the simple per-entry paths (no set of shadowed blocks, no batched count
+    /// changes, no cached device roots): the reference the batched paths are tested against.
+    /// Both leave the same mappings and reference counts.
+    pub fn set_simple_paths(&mut self, on: bool) {
+        self.tx.simple = on;
+        self.tx.shadows.clear();
     }
 
     /// True when the current transaction changed something that [`Pool::commit`] would write
