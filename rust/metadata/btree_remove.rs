@@ -23,23 +23,45 @@ impl<B: BlockManager> Tx<B> {
         if self.btree_lookup(root, info, k)?.is_none() {
             return Ok((root, None));
         }
+        self.btree_remove_present(root, info, k)
+            .map(|(r, v)| (r, Some(v)))
+    }
+
+    /// [`Tx::btree_remove`] of a key the caller has just found in the tree (no second
+    /// lookup).  A missing key is reported as corruption, after the path was shadowed.
+    pub fn btree_remove_present(
+        &mut self,
+        root: u64,
+        info: TreeInfo,
+        k: u64,
+    ) -> Result<(u64, Value)> {
+        let (root_loc, cur, mut g, mut h) = self.remove_descend(root, info, k)?;
+        let i = node::find(&g, &h, k).ok_or(Error::Corrupt {
+            block: cur,
+            what: "key vanished during removal",
+        })?;
+        let mut old = [0u8; MAX_VALUE_SIZE];
+        old[..h.value_size].copy_from_slice(node::value(&g, &h, i));
+        node::delete_at(&mut g, &mut h, i);
+        drop(g);
+        self.collapse_root_again(root_loc, info)?;
+        Ok((root_loc, old))
+    }
+
+    /// Shadow the path to the leaf that covers `k`, rebalancing on the way down so that the
+    /// leaf may lose an entry.  Returns the root, the leaf's location, its guard and header.
+    fn remove_descend(
+        &mut self,
+        root: u64,
+        info: TreeInfo,
+        k: u64,
+    ) -> Result<(u64, u64, B::Write, Header)> {
         let (root_loc, mut g, mut h) = self.shadow(root, info, 0)?;
         self.collapse_root(root_loc, &mut g, &mut h, info)?;
         let mut cur = root_loc;
         for _ in 0..MAX_DEPTH {
             if !h.internal {
-                let i = node::find(&g, &h, k).ok_or(Error::Corrupt {
-                    block: cur,
-                    what: "key vanished during removal",
-                })?;
-                let mut old = [0u8; MAX_VALUE_SIZE];
-                old[..h.value_size].copy_from_slice(node::value(&g, &h, i));
-                node::delete_at(&mut g, &mut h, i);
-                drop(g);
-                let mut g = self.write(root_loc, super::block::BlockKind::Node, 0)?;
-                let mut h = node::check(root_loc, &g, info.value_size)?;
-                self.collapse_root(root_loc, &mut g, &mut h, info)?;
-                return Ok((root_loc, Some(old)));
+                return Ok((root_loc, cur, g, h));
             }
             let i = node::lower_bound(&g, &h, k).ok_or(Error::Corrupt {
                 block: cur,
@@ -59,6 +81,13 @@ impl<B: BlockManager> Tx<B> {
             block: root,
             what: "btree deeper than any valid tree (cycle?)",
         })
+    }
+
+    /// After a removal below it: collapse the (already shadowed) root if it has one child.
+    fn collapse_root_again(&mut self, root_loc: u64, info: TreeInfo) -> Result<()> {
+        let mut g = self.write(root_loc, super::block::BlockKind::Node, 0)?;
+        let mut h = node::check(root_loc, &g, info.value_size)?;
+        self.collapse_root(root_loc, &mut g, &mut h, info)
     }
 
     /// While the (already shadowed) root is an internal node with one child, pull the child's

@@ -69,6 +69,69 @@ pub struct Mapping {
 }
 
 const DETAILS_CACHE: usize = 16;
+/// Devices whose bottom-tree roots [`Pool`] keeps, made writable, per transaction.
+const WRITABLE_ROOTS: usize = 16;
+
+/// Devices whose top-level path this transaction already made writable, with their bottom
+/// roots: once done, the path stays this transaction's own until the commit (nothing makes a
+/// node shared again within a transaction; a metadata snapshot commits first), so later
+/// changes of the device's bottom tree skip the top-level tree.  The roots kept here are exact
+/// (updated whenever a bottom root moves).  When full, the oldest entry makes room; a device
+/// not found here takes the simple path.  A root is never block 0: 0 marks a free slot.
+struct WritableRoots {
+    ids: [u64; WRITABLE_ROOTS],
+    roots: [u64; WRITABLE_ROOTS],
+    next: usize,
+}
+
+impl WritableRoots {
+    const fn new() -> WritableRoots {
+        WritableRoots {
+            ids: [0; WRITABLE_ROOTS],
+            roots: [0; WRITABLE_ROOTS],
+            next: 0,
+        }
+    }
+
+    fn find(&self, id: u64) -> Option<usize> {
+        (0..WRITABLE_ROOTS).find(|&i| self.roots[i] != 0 && self.ids[i] == id)
+    }
+
+    fn get(&self, id: u64) -> Option<u64> {
+        self.find(id).map(|i| self.roots[i])
+    }
+
+    fn set(&mut self, id: u64, root: u64) {
+        let i = match self.find(id) {
+            Some(i) => i,
+            None => {
+                let i = self.roots.iter().position(|&r| r == 0).unwrap_or(self.next);
+                self.next = (i + 1) % WRITABLE_ROOTS;
+                i
+            }
+        };
+        self.ids[i] = id;
+        self.roots[i] = root;
+    }
+
+    /// Update `id`'s root if it is kept.
+    fn moved(&mut self, id: u64, root: u64) {
+        if let Some(i) = self.find(id) {
+            self.roots[i] = root;
+        }
+    }
+
+    fn forget(&mut self, id: u64) {
+        if let Some(i) = self.find(id) {
+            self.roots[i] = 0;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.roots = [0; WRITABLE_ROOTS];
+        self.next = 0;
+    }
+}
 
 #[derive(Clone, Copy, Default)]
 struct CachedDetails {
@@ -84,6 +147,8 @@ pub struct Pool<B: BlockManager> {
     sb: Superblock,
     cache: [CachedDetails; DETAILS_CACHE],
     next_evict: usize,
+    /// Devices whose top-level path this transaction made writable (see [`WritableRoots`]).
+    roots: WritableRoots,
     changed: bool,
     failed: bool,
     writable: bool,
@@ -144,6 +209,7 @@ impl<B: BlockManager> Pool<B> {
                 }; DETAILS_CACHE]
             },
             next_evict: 0,
+            roots: const { WritableRoots::new() },
             changed: false,
             failed: true,
             writable: false,
@@ -154,6 +220,7 @@ impl<B: BlockManager> Pool<B> {
     /// Forget the in-core state; the pool is unusable until loaded again.
     fn unload(&mut self) {
         self.tx.shadows.clear();
+        self.forget_roots();
         self.failed = true;
         self.changed = false;
         self.writable = false;
@@ -488,7 +555,22 @@ impl<B: BlockManager> Pool<B> {
         self.dev_root_with(id, ReadMode::Blocking)
     }
 
+    /// `id`'s bottom root, if this transaction already made its top-level path writable.
+    fn writable_root(&self, id: u64) -> Option<u64> {
+        if self.tx.simple {
+            return None;
+        }
+        self.roots.get(id)
+    }
+
+    fn forget_roots(&mut self) {
+        self.roots.clear();
+    }
+
     fn dev_root_with(&self, id: u64, mode: ReadMode) -> Result<u64> {
+        if let Some(root) = self.writable_root(id) {
+            return Ok(root);
+        }
         match self
             .tx
             .btree_lookup_with(self.sb.mapping_root, MAPPING_TOP_TREE, id, mode)?
@@ -505,7 +587,11 @@ impl<B: BlockManager> Pool<B> {
     /// first, so that if that path was shared (metadata snapshot) the bottom root gains its
     /// extra reference *before* the bottom tree is copied-on-write.  Updating the bottom tree
     /// first would see a count of 1 and wrongly modify or free a block the snapshot still uses.
+    /// Done once per device and transaction (see [`WritableRoots`]).
     fn dev_root_for_write(&mut self, id: u64) -> Result<u64> {
+        if let Some(root) = self.writable_root(id) {
+            return Ok(root);
+        }
         let root = self.dev_root(id)?;
         let (mr, _) = self.tx.btree_insert(
             self.sb.mapping_root,
@@ -514,10 +600,14 @@ impl<B: BlockManager> Pool<B> {
             &root.to_le_bytes(),
         )?;
         self.sb.mapping_root = mr;
+        if !self.tx.simple {
+            self.roots.set(id, root);
+        }
         Ok(root)
     }
 
     fn set_dev_root(&mut self, id: u64, old: u64, new: u64) -> Result<()> {
+        self.roots.moved(id, new);
         if old != new {
             let (root, _) = self.tx.btree_insert(
                 self.sb.mapping_root,
@@ -608,6 +698,7 @@ impl<B: BlockManager> Pool<B> {
             if let Some(i) = p.cached(id) {
                 p.cache[i].valid = false;
             }
+            p.roots.forget(id);
             let (dr, _) = p.tx.btree_remove(p.sb.details_root, DETAILS_TREE, id)?;
             p.sb.details_root = dr;
             let (mr, old) = p.tx.btree_remove(p.sb.mapping_root, MAPPING_TOP_TREE, id)?;
@@ -761,16 +852,16 @@ impl<B: BlockManager> Pool<B> {
         Ok(true)
     }
 
+    /// Remove `vblock`, which the caller has just found mapped.
     fn remove_mapped(&mut self, id: u64, mut d: DeviceDetails, vblock: u64) -> Result<()> {
         let root = self.dev_root_for_write(id)?;
-        let (nr, old) = self.tx.btree_remove(root, MAPPING_BOTTOM_TREE, vblock)?;
+        let (nr, old) = self
+            .tx
+            .btree_remove_present(root, MAPPING_BOTTOM_TREE, vblock)?;
         self.set_dev_root(id, root, nr)?;
-        if let Some(old) = old {
-            self.tx.data_dec(unpack_block_time(&old).0)?;
-            d.mapped_blocks = d.mapped_blocks.saturating_sub(1);
-            self.details_put(id, d)?;
-        }
-        Ok(())
+        self.tx.data_dec(unpack_block_time(&old).0)?;
+        d.mapped_blocks = d.mapped_blocks.saturating_sub(1);
+        self.details_put(id, d)
     }
 
     /// Unmap every block in `[begin, end)`; returns how many were mapped.  One change as far as
@@ -887,6 +978,9 @@ impl<B: BlockManager> Pool<B> {
             return Err(Error::Busy("a metadata snapshot is already held"));
         }
         self.commit()?;
+        // Everything becomes shared with the snapshot: no top-level path is this
+        // transaction's own any more.
+        self.forget_roots();
         self.mutate_ordinary(|p| {
             let h = p.tx.meta_alloc()?;
             {
@@ -1078,6 +1172,7 @@ impl<B: BlockManager> Pool<B> {
         }
         self.tx.bm.flush()?;
         self.tx.end_transaction(new_index);
+        self.forget_roots();
         self.changed = false;
         Ok(())
     }
