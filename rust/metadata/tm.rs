@@ -261,6 +261,29 @@ impl<B: BlockManager> Tx<B> {
 
     /// Add a reference to everything node `g` points to.
     fn inc_children(&mut self, g: &mut B::Write, h: &Header, info: TreeInfo) -> Result<()> {
+        if !h.internal && info.values == ValueKind::DataBlockTime && !self.simple {
+            // A mapping leaf: its data blocks a batch at a time, in runs of consecutive blocks
+            // (in leaf order, as the per-entry path would take them).
+            let mut i = 0;
+            while i < h.nr {
+                let mut batch = [0u64; DEC_BATCH];
+                let n = core::cmp::min(DEC_BATCH, h.nr - i);
+                for (k, b) in batch.iter_mut().enumerate().take(n) {
+                    *b = super::thin::unpack_block_time(node::value(g, h, i + k)).0;
+                }
+                let mut k = 0;
+                while k < n {
+                    let mut run = 1;
+                    while k + run < n && batch[k + run] == batch[k] + run as u64 {
+                        run += 1;
+                    }
+                    self.data_inc_run(batch[k], run as u64)?;
+                    k += run;
+                }
+                i += n;
+            }
+            return Ok(());
+        }
         for i in 0..h.nr {
             if h.internal {
                 let child = node::value64(g, h, i);
