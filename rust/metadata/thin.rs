@@ -23,6 +23,7 @@ use super::btree::{
     DETAILS_TREE, MAPPING_BOTTOM_TREE, MAPPING_TOP_TREE, REF_COUNT_TREE, SM_INDEX_TREE,
 };
 use super::btree_node as node;
+use super::btree_remove::RunRemoval;
 use super::error::{Error, Result, Space};
 use super::sm_common::{bitmap_set, IndexEntry, SmRoot, ENTRIES_PER_BITMAP};
 use super::sm_data::DataSm;
@@ -71,6 +72,8 @@ pub struct Mapping {
 const DETAILS_CACHE: usize = 16;
 /// Devices whose bottom-tree roots [`Pool`] keeps, made writable, per transaction.
 const WRITABLE_ROOTS: usize = 16;
+/// Data blocks [`Pool::remove_range`] reads from a leaf at once (on the stack: keep small).
+const REMOVE_BATCH: usize = 32;
 
 /// Devices whose top-level path this transaction already made writable, with their bottom
 /// roots: once done, the path stays this transaction's own until the commit (nothing makes a
@@ -864,6 +867,59 @@ impl<B: BlockManager> Pool<B> {
         self.details_put(id, d)
     }
 
+    /// Remove mapped `vblock` and the keys after it below `end` that its leaf can lose (see
+    /// [`Tx::btree_remove_run_begin`]): one descent for up to two thirds of a leaf, or for a
+    /// whole leaf inside the range (dropped with one decrement when shared), and the data
+    /// blocks released in runs of consecutive blocks.  Returns how many went.
+    fn remove_mapped_run(&mut self, id: u64, vblock: u64, end: u64) -> Result<u64> {
+        let mut d = self.device_details(id)?;
+        let root = self.dev_root_for_write(id)?;
+        let (nr, found) = self
+            .tx
+            .btree_remove_run_begin(root, MAPPING_BOTTOM_TREE, vblock, end)?;
+        self.set_dev_root(id, root, nr)?;
+        let (leaf, i, n) = match found {
+            RunRemoval::Entries { leaf, i, n } => (leaf, i, n),
+            RunRemoval::Dropped { n } => {
+                d.mapped_blocks = d.mapped_blocks.saturating_sub(n as u64);
+                self.details_put(id, d)?;
+                return Ok(n as u64);
+            }
+        };
+        let mut done = 0;
+        while done < n {
+            let m = core::cmp::min(REMOVE_BATCH, n - done);
+            let mut batch = [0u64; REMOVE_BATCH];
+            {
+                let (g, h) = self.tx.read_node(leaf, MAPPING_BOTTOM_TREE, nr)?;
+                if i + done + m > h.nr {
+                    return Err(Error::Corrupt {
+                        block: leaf,
+                        what: "btree leaf changed during a run removal",
+                    });
+                }
+                for (j, b) in batch.iter_mut().enumerate().take(m) {
+                    *b = unpack_block_time(node::value(&g, &h, i + done + j)).0;
+                }
+            }
+            let mut k = 0;
+            while k < m {
+                let mut run = 1;
+                while k + run < m && batch[k + run] == batch[k] + run as u64 {
+                    run += 1;
+                }
+                self.tx.data_dec_run(batch[k], run as u64)?;
+                k += run;
+            }
+            done += m;
+        }
+        self.tx
+            .btree_remove_run_finish(nr, leaf, MAPPING_BOTTOM_TREE, i, n)?;
+        d.mapped_blocks = d.mapped_blocks.saturating_sub(n as u64);
+        self.details_put(id, d)?;
+        Ok(n as u64)
+    }
+
     /// Unmap every block in `[begin, end)`; returns how many were mapped.  One change as far as
     /// the metadata reserve goes: refused only before the first block is removed.
     pub fn remove_range(&mut self, id: u64, begin: u64, end: u64) -> Result<u64> {
@@ -876,13 +932,24 @@ impl<B: BlockManager> Pool<B> {
                 Some((k, _)) if k < end => k,
                 _ => break,
             };
-            let d = self.device_details(id)?;
-            if count == 0 {
-                self.mutate_ordinary(|p| p.remove_mapped(id, d, k))?;
+            let removed = if !self.tx.simple {
+                let run = |p: &mut Self| p.remove_mapped_run(id, k, end);
+                if count == 0 {
+                    self.mutate_ordinary(run)?
+                } else {
+                    self.mutate(run)?
+                }
             } else {
-                self.mutate(|p| p.remove_mapped(id, d, k))?;
-            }
-            count += 1;
+                let d = self.device_details(id)?;
+                let one = |p: &mut Self| p.remove_mapped(id, d, k).map(|()| 1);
+                if count == 0 {
+                    self.mutate_ordinary(one)?
+                } else {
+                    self.mutate(one)?
+                }
+            };
+            count += removed;
+            // The keys removed are gone from the tree: the next one left is found from k + 1.
             next = match k.checked_add(1) {
                 Some(n) => n,
                 None => break,
