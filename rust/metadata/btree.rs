@@ -60,6 +60,9 @@ pub const REF_COUNT_TREE: TreeInfo = TreeInfo {
     values: ValueKind::Plain,
 };
 
+/// How [`Tx::btree_update_run`] computes a key's new value: `f(j, old, new)` for `keys[j]`.
+pub type UpdateFn<'a> = dyn FnMut(usize, Option<&[u8]>, &mut [u8]) -> Result<()> + 'a;
+
 /// A copied-out leaf value (large enough for any tree).
 pub type Value = [u8; MAX_VALUE_SIZE];
 
@@ -128,25 +131,81 @@ impl<B: BlockManager> Tx<B> {
         k: u64,
         v: &[u8],
     ) -> Result<(u64, Option<Value>)> {
+        let (root_loc, mut g, mut h, _) = self.insert_descend(root, info, k)?;
+        Ok(match node::lower_bound(&g, &h, k) {
+            Some(i) if node::key(&g, &h, i) == k => {
+                let old = copy_value(&g, &h, i);
+                node::set_value(&mut g, &h, i, v);
+                (root_loc, Some(old))
+            }
+            pos => {
+                let i = pos.map_or(0, |i| i + 1);
+                node::insert_at(&mut g, &mut h, i, k, v);
+                (root_loc, None)
+            }
+        })
+    }
+
+    /// Insert or overwrite a run of keys (strictly ascending) with one descent for all the
+    /// keys that fall into one leaf, as [`Tx::btree_insert`] of each would.  `f(j, old, new)`
+    /// writes the new value of `keys[j]` given its old one (`None`: absent).  Returns the new
+    /// root and how many keys were done (at least one): call again for the rest.
+    pub fn btree_update_run(
+        &mut self,
+        root: u64,
+        info: TreeInfo,
+        keys: &[u64],
+        f: &mut UpdateFn<'_>,
+    ) -> Result<(u64, usize)> {
+        let Some(&first) = keys.first() else {
+            return Ok((root, 0));
+        };
+        let (root_loc, mut g, mut h, hi) = self.insert_descend(root, info, first)?;
+        let vs = h.value_size;
+        let mut j = 0;
+        while j < keys.len() {
+            let k = keys[j];
+            if hi.is_some_and(|hi| k >= hi) || (j > 0 && k <= keys[j - 1]) {
+                break;
+            }
+            let mut v = [0u8; MAX_VALUE_SIZE];
+            match node::lower_bound(&g, &h, k) {
+                Some(i) if node::key(&g, &h, i) == k => {
+                    let old = copy_value(&g, &h, i);
+                    f(j, Some(&old[..vs]), &mut v[..vs])?;
+                    node::set_value(&mut g, &h, i, &v[..vs]);
+                }
+                pos => {
+                    if h.is_full() {
+                        break;
+                    }
+                    f(j, None, &mut v[..vs])?;
+                    node::insert_at(&mut g, &mut h, pos.map_or(0, |i| i + 1), k, &v[..vs]);
+                }
+            }
+            j += 1;
+        }
+        Ok((root_loc, j))
+    }
+
+    /// Shadow the path to the leaf where `k` belongs, splitting full nodes on the way down so
+    /// that the leaf has room.  Returns the root, the leaf's guard and header, and the smallest
+    /// key known to belong to a later leaf (`None`: no later leaf).
+    fn insert_descend(
+        &mut self,
+        root: u64,
+        info: TreeInfo,
+        k: u64,
+    ) -> Result<(u64, B::Write, Header, Option<u64>)> {
         let (root_loc, mut g, mut h) = self.shadow(root, info, 0)?;
         if h.is_full() {
             self.split_beneath(&mut g, &mut h)?;
         }
         let mut cur = root_loc;
+        let mut hi: Option<u64> = None;
         for _ in 0..MAX_DEPTH {
             if !h.internal {
-                return Ok(match node::lower_bound(&g, &h, k) {
-                    Some(i) if node::key(&g, &h, i) == k => {
-                        let old = copy_value(&g, &h, i);
-                        node::set_value(&mut g, &h, i, v);
-                        (root_loc, Some(old))
-                    }
-                    pos => {
-                        let i = pos.map_or(0, |i| i + 1);
-                        node::insert_at(&mut g, &mut h, i, k, v);
-                        (root_loc, None)
-                    }
-                });
+                return Ok((root_loc, g, h, hi));
             }
             if h.nr == 0 {
                 return Err(empty_internal(cur));
@@ -181,7 +240,10 @@ impl<B: BlockManager> Tx<B> {
                     cloc = sloc;
                 }
             }
-            let _ = i;
+            if i + 1 < h.nr {
+                let next = node::key(&g, &h, i + 1);
+                hi = Some(hi.map_or(next, |x| x.min(next)));
+            }
             g = cg;
             h = ch;
             cur = cloc;

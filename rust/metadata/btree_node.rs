@@ -223,6 +223,14 @@ pub fn delete_at(b: &mut Block, h: &mut Header, i: usize) {
     set_nr(b, h, nr - 1);
 }
 
+/// Delete entries `i..i + n`, shifting later entries down.
+pub fn delete_range(b: &mut Block, h: &mut Header, i: usize, n: usize) {
+    let nr = h.nr;
+    b.copy_within(h.key_off(i + n)..h.key_off(nr), h.key_off(i));
+    b.copy_within(h.value_off(i + n)..h.value_off(nr), h.value_off(i));
+    set_nr(b, h, nr - n);
+}
+
 /// Copy `count` entries from `src[si..]` into `dst[di..]` (same geometry; no count update).
 pub fn copy_entries(
     dst: &mut Block,

@@ -353,7 +353,10 @@ impl<B: BlockManager> Tx<B> {
     ) -> Result<u64> {
         let fresh = match sm {
             SmId::Meta => self.msm.is_shadowed(i),
-            SmId::Data => !self.meta_committed_in_use(ie.blocknr)?,
+            SmId::Data => {
+                (!self.simple && self.shadows.contains(ie.blocknr))
+                    || !self.meta_committed_in_use(ie.blocknr)?
+            }
         };
         if fresh {
             return Ok(ie.blocknr);
@@ -366,8 +369,9 @@ impl<B: BlockManager> Tx<B> {
             dst.copy_from_slice(&src[..]);
         }
         ie.blocknr = new;
-        if sm == SmId::Meta {
-            self.msm.mark_shadowed(i);
+        match sm {
+            SmId::Meta => self.msm.mark_shadowed(i),
+            SmId::Data => self.remember_shadow(new),
         }
         // Store the new location before the old block's count changes: that change may itself
         // touch bitmap `i` and must find the shadow.

@@ -5,13 +5,17 @@
 //! metadata space map.  Unlike the metadata space map there is no recursion: every change here
 //! only allocates or frees *metadata* blocks.
 
+use super::block::le32;
 use super::block::{BlockKind, BlockManager};
-use super::btree::SM_INDEX_TREE;
+use super::btree::{REF_COUNT_TREE, SM_INDEX_TREE};
 use super::error::{Error, Result, Space};
 use super::sm_common::{
     bitmap_get, bitmap_set, find_free_pair, CountOp, IndexEntry, SmId, ENTRIES_PER_BITMAP,
 };
 use super::tm::Tx;
+
+/// Blocks [`Tx::data_inc_run`] changes at once (2 bits each in a `u64`; keys on the stack).
+const INC_CHUNK: usize = 32;
 
 /// Largest data device: mapping values hold the data block in 40 bits.
 pub const MAX_DATA_BLOCKS: u64 = 1 << 40;
@@ -31,7 +35,7 @@ pub struct DataSm {
     pub committed_index_root: u64,
     /// Blocks covered in the committed state.
     pub committed_nr_blocks: u64,
-    /// Allocation cursor (forward within a transaction).
+    /// Allocation cursor: moves forward, kept across commits, wraps at the end.
     pub cursor: u64,
     /// Last index entry looked up in the current index tree: (root, bitmap, entry).  Saves a
     /// btree walk per count change in the common case of consecutive changes in one bitmap.
@@ -52,7 +56,9 @@ impl DataSm {
         );
         self.committed_index_root = self.index_root;
         self.committed_nr_blocks = self.nr_blocks;
-        self.cursor = 0;
+        // The cursor stays: the blocks before it were in use a moment ago, so searching from
+        // it finds free blocks sooner (the allocation wraps to the start when it reaches the
+        // end).
         self.last_index = None;
     }
 }
@@ -150,6 +156,122 @@ impl<B: BlockManager> Tx<B> {
             let stop = core::cmp::min(end, bitmap_end);
             self.data_dec_in_bitmap(b, stop)?;
             b = stop;
+        }
+        Ok(())
+    }
+
+    /// Increments the counts of data blocks `first..first + n`: the same as `n` calls of
+    /// [`Tx::data_inc`] (copying a shared mapping leaf adds a reference to each block it maps),
+    /// but for every chunk of up to 32 blocks in one bitmap with one bitmap write, one index
+    /// update, and one ref-count tree descent per tree leaf for the counts of 3 or more.
+    pub fn data_inc_run(&mut self, first: u64, n: u64) -> Result<()> {
+        let end = first.checked_add(n).ok_or(Error::Invalid(
+            "count change beyond the end of the space map",
+        ))?;
+        let mut b = first;
+        while b < end {
+            let bitmap_end = (b / ENTRIES_PER_BITMAP + 1) * ENTRIES_PER_BITMAP;
+            let stop = end.min(bitmap_end).min(b + INC_CHUNK as u64);
+            self.data_inc_chunk(b, stop)?;
+            b = stop;
+        }
+        Ok(())
+    }
+
+    /// [`Tx::data_inc_run`] of at most [`INC_CHUNK`] blocks that share a bitmap.  In the order
+    /// of [`Tx::sm_change`]: the ref-count tree first, then the bitmap and its index entry.
+    fn data_inc_chunk(&mut self, begin: u64, end: u64) -> Result<()> {
+        if end > self.dsm.nr_blocks {
+            return Err(Error::Invalid(
+                "count change beyond the end of the space map",
+            ));
+        }
+        let i = begin / ENTRIES_PER_BITMAP;
+        let n = (end - begin) as usize;
+        let ie = self.data_index_get(i)?;
+        // 2-bit counts, entry k at bits 2k.
+        let mut counts = 0u64;
+        {
+            let bm = self.read(ie.blocknr, BlockKind::Bitmap, 0)?;
+            for k in 0..n {
+                let e = (begin + k as u64) % ENTRIES_PER_BITMAP;
+                counts |= u64::from(bitmap_get(&bm, e)) << (2 * k);
+            }
+        }
+        let count = |k: usize| ((counts >> (2 * k)) & 3) as u32;
+        // Counts going to 3 or more live in the ref-count tree: 2 -> 3 is a new entry, 3 means
+        // "see the tree" and the tree's count goes up.
+        let mut keys = [0u64; INC_CHUNK];
+        let mut was3 = 0u32;
+        let mut nk = 0;
+        for k in 0..n {
+            if count(k) >= 2 {
+                keys[nk] = begin + k as u64;
+                if count(k) == 3 {
+                    was3 |= 1 << nk;
+                }
+                nk += 1;
+            }
+        }
+        let bitmap = ie.blocknr;
+        let mut done = 0;
+        while done < nk {
+            let base = done;
+            let mut f = |j: usize, old: Option<&[u8]>, new: &mut [u8]| -> Result<()> {
+                let c = if was3 & (1 << (base + j)) == 0 {
+                    3
+                } else {
+                    let old = old.ok_or(Error::Corrupt {
+                        block: bitmap,
+                        what: "bitmap count 3 has no ref-count tree entry",
+                    })?;
+                    let o = le32(old, 0);
+                    if o < 3 {
+                        return Err(Error::Corrupt {
+                            block: bitmap,
+                            what: "ref-count tree holds a count below 3",
+                        });
+                    }
+                    o.checked_add(1)
+                        .ok_or(Error::Limit("reference count overflow"))?
+                };
+                new[..4].copy_from_slice(&c.to_le_bytes());
+                Ok(())
+            };
+            let root = self.dsm.ref_root;
+            let (nr, did) = self.btree_update_run(root, REF_COUNT_TREE, &keys[done..nk], &mut f)?;
+            self.dsm.ref_root = nr;
+            done += did;
+        }
+        if (0..n).all(|k| count(k) == 3) {
+            return Ok(());
+        }
+        let mut ie = self.data_index_get(i)?;
+        let before = ie;
+        let loc = self.sm_bitmap_for_write(SmId::Data, i, &mut ie)?;
+        let mut allocated = 0u64;
+        {
+            let mut bm = self.write(loc, BlockKind::Bitmap, 0)?;
+            for k in 0..n {
+                let v = count(k);
+                if v == 3 {
+                    continue;
+                }
+                let e = (begin + k as u64) % ENTRIES_PER_BITMAP;
+                bitmap_set(&mut bm, e, v + 1);
+                if v == 0 {
+                    let e32 = e as u32;
+                    ie.nr_free = ie.nr_free.saturating_sub(1);
+                    if ie.none_free_before == e32 {
+                        ie.none_free_before = e32 + 1;
+                    }
+                    allocated += 1;
+                }
+            }
+        }
+        self.dsm.nr_allocated = self.dsm.nr_allocated.saturating_add(allocated);
+        if ie != before {
+            self.data_index_set(i, ie)?;
         }
         Ok(())
     }
@@ -260,6 +382,7 @@ impl<B: BlockManager> Tx<B> {
         for i in old_bitmaps..new_bitmaps {
             let b = self.meta_alloc()?;
             drop(self.bm.new_block(b, BlockKind::Bitmap)?);
+            self.remember_shadow(b);
             self.data_index_set(
                 i,
                 IndexEntry {

@@ -288,6 +288,8 @@ impl<B: BlockManager> Tx<B> {
                 referenced_from: 0,
             });
         }
+        // Shared now, or freed: no longer this transaction's own block.
+        self.shadows.remove(b);
         self.msm.push(b, inc)?;
         if self.msm.recursing {
             return Ok(());

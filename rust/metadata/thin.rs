@@ -23,6 +23,7 @@ use super::btree::{
     DETAILS_TREE, MAPPING_BOTTOM_TREE, MAPPING_TOP_TREE, REF_COUNT_TREE, SM_INDEX_TREE,
 };
 use super::btree_node as node;
+use super::btree_remove::RunRemoval;
 use super::error::{Error, Result, Space};
 use super::sm_common::{bitmap_set, IndexEntry, SmRoot, ENTRIES_PER_BITMAP};
 use super::sm_data::DataSm;
@@ -31,7 +32,7 @@ use super::superblock::{
     DeviceDetails, Superblock, METADATA_BLOCK_SECTORS, NEEDS_CHECK_FLAG, SUPERBLOCK_LOCATION,
     SUPERBLOCK_VERSION,
 };
-use super::tm::{ReadMode, Tx};
+use super::tm::{ReadMode, ShadowSet, Tx};
 
 /// Largest thin device id (24 bits).
 pub const MAX_DEV_ID: u64 = (1 << 24) - 1;
@@ -69,6 +70,71 @@ pub struct Mapping {
 }
 
 const DETAILS_CACHE: usize = 16;
+/// Devices whose bottom-tree roots [`Pool`] keeps, made writable, per transaction.
+const WRITABLE_ROOTS: usize = 16;
+/// Data blocks [`Pool::remove_range`] reads from a leaf at once (on the stack: keep small).
+const REMOVE_BATCH: usize = 32;
+
+/// Devices whose top-level path this transaction already made writable, with their bottom
+/// roots: once done, the path stays this transaction's own until the commit (nothing makes a
+/// node shared again within a transaction; a metadata snapshot commits first), so later
+/// changes of the device's bottom tree skip the top-level tree.  The roots kept here are exact
+/// (updated whenever a bottom root moves).  When full, the oldest entry makes room; a device
+/// not found here takes the simple path.  A root is never block 0: 0 marks a free slot.
+struct WritableRoots {
+    ids: [u64; WRITABLE_ROOTS],
+    roots: [u64; WRITABLE_ROOTS],
+    next: usize,
+}
+
+impl WritableRoots {
+    const fn new() -> WritableRoots {
+        WritableRoots {
+            ids: [0; WRITABLE_ROOTS],
+            roots: [0; WRITABLE_ROOTS],
+            next: 0,
+        }
+    }
+
+    fn find(&self, id: u64) -> Option<usize> {
+        (0..WRITABLE_ROOTS).find(|&i| self.roots[i] != 0 && self.ids[i] == id)
+    }
+
+    fn get(&self, id: u64) -> Option<u64> {
+        self.find(id).map(|i| self.roots[i])
+    }
+
+    fn set(&mut self, id: u64, root: u64) {
+        let i = match self.find(id) {
+            Some(i) => i,
+            None => {
+                let i = self.roots.iter().position(|&r| r == 0).unwrap_or(self.next);
+                self.next = (i + 1) % WRITABLE_ROOTS;
+                i
+            }
+        };
+        self.ids[i] = id;
+        self.roots[i] = root;
+    }
+
+    /// Update `id`'s root if it is kept.
+    fn moved(&mut self, id: u64, root: u64) {
+        if let Some(i) = self.find(id) {
+            self.roots[i] = root;
+        }
+    }
+
+    fn forget(&mut self, id: u64) {
+        if let Some(i) = self.find(id) {
+            self.roots[i] = 0;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.roots = [0; WRITABLE_ROOTS];
+        self.next = 0;
+    }
+}
 
 #[derive(Clone, Copy, Default)]
 struct CachedDetails {
@@ -84,6 +150,8 @@ pub struct Pool<B: BlockManager> {
     sb: Superblock,
     cache: [CachedDetails; DETAILS_CACHE],
     next_evict: usize,
+    /// Devices whose top-level path this transaction made writable (see [`WritableRoots`]).
+    roots: WritableRoots,
     changed: bool,
     failed: bool,
     writable: bool,
@@ -113,8 +181,9 @@ impl<B: BlockManager> Pool<B> {
     }
 
     /// A pool with nothing loaded (every operation fails until one of the `_in_place` methods
-    /// succeeds).  `Pool` is about 6 KiB: the kernel puts this in its heap allocation and loads
+    /// succeeds).  `Pool` is about 15 KiB: the kernel puts this in its heap allocation and loads
     /// it there, because the by-value constructors need several copies of it on the stack.
+    #[inline(always)]
     pub fn unloaded(bm: B) -> Self {
         // One struct expression of constants, so that it is built directly in the caller's
         // slot (a run-time `MetaSm::new` is built on the stack and copied).
@@ -123,10 +192,27 @@ impl<B: BlockManager> Pool<B> {
                 bm,
                 msm: const { MetaSm::new(0) },
                 dsm: DataSm::default(),
+                shadows: const { ShadowSet::new() },
+                simple: false,
             },
             sb: Superblock::default(),
-            cache: [CachedDetails::default(); DETAILS_CACHE],
+            // Constants, so that they are written in place like the rest (a run-time array
+            // would be built on the stack and copied).
+            cache: const {
+                [CachedDetails {
+                    id: 0,
+                    details: DeviceDetails {
+                        mapped_blocks: 0,
+                        transaction_id: 0,
+                        creation_time: 0,
+                        snapshotted_time: 0,
+                    },
+                    valid: false,
+                    dirty: false,
+                }; DETAILS_CACHE]
+            },
             next_evict: 0,
+            roots: const { WritableRoots::new() },
             changed: false,
             failed: true,
             writable: false,
@@ -136,6 +222,8 @@ impl<B: BlockManager> Pool<B> {
 
     /// Forget the in-core state; the pool is unusable until loaded again.
     fn unload(&mut self) {
+        self.tx.shadows.clear();
+        self.forget_roots();
         self.failed = true;
         self.changed = false;
         self.writable = false;
@@ -304,6 +392,14 @@ impl<B: BlockManager> Pool<B> {
         self.reserve_enforced = on;
     }
 
+    /// Take only the simple per-entry paths (no set of shadowed blocks, no batched count
+    /// changes, no cached device roots): the reference the batched paths are tested against.
+    /// Both leave the same mappings and reference counts.
+    pub fn set_simple_paths(&mut self, on: bool) {
+        self.tx.simple = on;
+        self.tx.shadows.clear();
+    }
+
     /// True when the current transaction changed something that [`Pool::commit`] would write
     /// (the kernel target commits before completing a flush only then).
     pub fn has_uncommitted_changes(&self) -> bool {
@@ -462,7 +558,22 @@ impl<B: BlockManager> Pool<B> {
         self.dev_root_with(id, ReadMode::Blocking)
     }
 
+    /// `id`'s bottom root, if this transaction already made its top-level path writable.
+    fn writable_root(&self, id: u64) -> Option<u64> {
+        if self.tx.simple {
+            return None;
+        }
+        self.roots.get(id)
+    }
+
+    fn forget_roots(&mut self) {
+        self.roots.clear();
+    }
+
     fn dev_root_with(&self, id: u64, mode: ReadMode) -> Result<u64> {
+        if let Some(root) = self.writable_root(id) {
+            return Ok(root);
+        }
         match self
             .tx
             .btree_lookup_with(self.sb.mapping_root, MAPPING_TOP_TREE, id, mode)?
@@ -479,7 +590,11 @@ impl<B: BlockManager> Pool<B> {
     /// first, so that if that path was shared (metadata snapshot) the bottom root gains its
     /// extra reference *before* the bottom tree is copied-on-write.  Updating the bottom tree
     /// first would see a count of 1 and wrongly modify or free a block the snapshot still uses.
+    /// Done once per device and transaction (see [`WritableRoots`]).
     fn dev_root_for_write(&mut self, id: u64) -> Result<u64> {
+        if let Some(root) = self.writable_root(id) {
+            return Ok(root);
+        }
         let root = self.dev_root(id)?;
         let (mr, _) = self.tx.btree_insert(
             self.sb.mapping_root,
@@ -488,10 +603,14 @@ impl<B: BlockManager> Pool<B> {
             &root.to_le_bytes(),
         )?;
         self.sb.mapping_root = mr;
+        if !self.tx.simple {
+            self.roots.set(id, root);
+        }
         Ok(root)
     }
 
     fn set_dev_root(&mut self, id: u64, old: u64, new: u64) -> Result<()> {
+        self.roots.moved(id, new);
         if old != new {
             let (root, _) = self.tx.btree_insert(
                 self.sb.mapping_root,
@@ -582,6 +701,7 @@ impl<B: BlockManager> Pool<B> {
             if let Some(i) = p.cached(id) {
                 p.cache[i].valid = false;
             }
+            p.roots.forget(id);
             let (dr, _) = p.tx.btree_remove(p.sb.details_root, DETAILS_TREE, id)?;
             p.sb.details_root = dr;
             let (mr, old) = p.tx.btree_remove(p.sb.mapping_root, MAPPING_TOP_TREE, id)?;
@@ -751,16 +871,69 @@ impl<B: BlockManager> Pool<B> {
         Ok(true)
     }
 
+    /// Remove `vblock`, which the caller has just found mapped.
     fn remove_mapped(&mut self, id: u64, mut d: DeviceDetails, vblock: u64) -> Result<()> {
         let root = self.dev_root_for_write(id)?;
-        let (nr, old) = self.tx.btree_remove(root, MAPPING_BOTTOM_TREE, vblock)?;
+        let (nr, old) = self
+            .tx
+            .btree_remove_present(root, MAPPING_BOTTOM_TREE, vblock)?;
         self.set_dev_root(id, root, nr)?;
-        if let Some(old) = old {
-            self.tx.data_dec(unpack_block_time(&old).0)?;
-            d.mapped_blocks = d.mapped_blocks.saturating_sub(1);
-            self.details_put(id, d)?;
+        self.tx.data_dec(unpack_block_time(&old).0)?;
+        d.mapped_blocks = d.mapped_blocks.saturating_sub(1);
+        self.details_put(id, d)
+    }
+
+    /// Remove mapped `vblock` and the keys after it below `end` that its leaf can lose (see
+    /// [`Tx::btree_remove_run_begin`]): one descent for up to two thirds of a leaf, or for a
+    /// whole leaf inside the range (dropped with one decrement when shared), and the data
+    /// blocks released in runs of consecutive blocks.  Returns how many went.
+    fn remove_mapped_run(&mut self, id: u64, vblock: u64, end: u64) -> Result<u64> {
+        let mut d = self.device_details(id)?;
+        let root = self.dev_root_for_write(id)?;
+        let (nr, found) = self
+            .tx
+            .btree_remove_run_begin(root, MAPPING_BOTTOM_TREE, vblock, end)?;
+        self.set_dev_root(id, root, nr)?;
+        let (leaf, i, n) = match found {
+            RunRemoval::Entries { leaf, i, n } => (leaf, i, n),
+            RunRemoval::Dropped { n } => {
+                d.mapped_blocks = d.mapped_blocks.saturating_sub(n as u64);
+                self.details_put(id, d)?;
+                return Ok(n as u64);
+            }
+        };
+        let mut done = 0;
+        while done < n {
+            let m = core::cmp::min(REMOVE_BATCH, n - done);
+            let mut batch = [0u64; REMOVE_BATCH];
+            {
+                let (g, h) = self.tx.read_node(leaf, MAPPING_BOTTOM_TREE, nr)?;
+                if i + done + m > h.nr {
+                    return Err(Error::Corrupt {
+                        block: leaf,
+                        what: "btree leaf changed during a run removal",
+                    });
+                }
+                for (j, b) in batch.iter_mut().enumerate().take(m) {
+                    *b = unpack_block_time(node::value(&g, &h, i + done + j)).0;
+                }
+            }
+            let mut k = 0;
+            while k < m {
+                let mut run = 1;
+                while k + run < m && batch[k + run] == batch[k] + run as u64 {
+                    run += 1;
+                }
+                self.tx.data_dec_run(batch[k], run as u64)?;
+                k += run;
+            }
+            done += m;
         }
-        Ok(())
+        self.tx
+            .btree_remove_run_finish(nr, leaf, MAPPING_BOTTOM_TREE, i, n)?;
+        d.mapped_blocks = d.mapped_blocks.saturating_sub(n as u64);
+        self.details_put(id, d)?;
+        Ok(n as u64)
     }
 
     /// Unmap every block in `[begin, end)`; returns how many were mapped.  One change as far as
@@ -775,13 +948,24 @@ impl<B: BlockManager> Pool<B> {
                 Some((k, _)) if k < end => k,
                 _ => break,
             };
-            let d = self.device_details(id)?;
-            if count == 0 {
-                self.mutate_ordinary(|p| p.remove_mapped(id, d, k))?;
+            let removed = if !self.tx.simple {
+                let run = |p: &mut Self| p.remove_mapped_run(id, k, end);
+                if count == 0 {
+                    self.mutate_ordinary(run)?
+                } else {
+                    self.mutate(run)?
+                }
             } else {
-                self.mutate(|p| p.remove_mapped(id, d, k))?;
-            }
-            count += 1;
+                let d = self.device_details(id)?;
+                let one = |p: &mut Self| p.remove_mapped(id, d, k).map(|()| 1);
+                if count == 0 {
+                    self.mutate_ordinary(one)?
+                } else {
+                    self.mutate(one)?
+                }
+            };
+            count += removed;
+            // The keys removed are gone from the tree: the next one left is found from k + 1.
             next = match k.checked_add(1) {
                 Some(n) => n,
                 None => break,
@@ -877,6 +1061,9 @@ impl<B: BlockManager> Pool<B> {
             return Err(Error::Busy("a metadata snapshot is already held"));
         }
         self.commit()?;
+        // Everything becomes shared with the snapshot: no top-level path is this
+        // transaction's own any more.
+        self.forget_roots();
         self.mutate_ordinary(|p| {
             let h = p.tx.meta_alloc()?;
             {
@@ -1068,6 +1255,7 @@ impl<B: BlockManager> Pool<B> {
         }
         self.tx.bm.flush()?;
         self.tx.end_transaction(new_index);
+        self.forget_roots();
         self.changed = false;
         Ok(())
     }

@@ -3,8 +3,11 @@
 //! It owns the block manager and both space maps and implements copy-on-write ("shadowing"):
 //! a node that is part of the committed state, or shared by several parents, is never modified
 //! in place; the first modification in a transaction copies it to a newly allocated block.  A
-//! block may be written in place iff it was unused in the committed state and its count is 1,
-//! which needs no in-core set of shadowed blocks (and hence no heap).
+//! block may be written in place iff it was unused in the committed state and its count is 1.
+//! Checking that costs three block reads (the count's bitmap, the committed index and the
+//! committed bitmap); a bounded in-core [`ShadowSet`] remembers the blocks this transaction
+//! already knows to qualify, so that shadowing them again (every btree insert shadows its whole
+//! path) costs nothing.
 
 use super::block::{le64, BlockKind, BlockManager};
 use super::btree::{TreeInfo, ValueKind, MAPPING_BOTTOM_TREE, MAX_DEPTH};
@@ -21,6 +24,81 @@ pub const DEC_TREE_MAX_LEVELS: usize = 2 * MAX_DEPTH;
 
 /// Data blocks [`Tx::dec_tree`] reads from a mapping leaf at once (on the stack: keep small).
 const DEC_BATCH: usize = 16;
+
+/// log2 of the number of buckets of a [`ShadowSet`].
+const SHADOW_BUCKET_BITS: u32 = 8;
+/// Buckets of a [`ShadowSet`].
+const SHADOW_BUCKETS: usize = 1 << SHADOW_BUCKET_BITS;
+/// Blocks one bucket of a [`ShadowSet`] holds.
+const SHADOW_WAYS: usize = 4;
+
+/// Metadata blocks that this transaction allocated and still holds alone (count 1, unused in
+/// the committed state): they may be modified in place without reading their count again.
+///
+/// A fixed budget (1,024 blocks in 4-way buckets, 8 KiB, part of the [`Tx`] and hence of the
+/// heap-allocated pool; never on the stack): a block that does not fit evicts the oldest one of
+/// its bucket, and a block not found here just takes the simple path (reading its count), so
+/// running out of room is never an error.  Any count change of a block drops it (an increment
+/// makes it shared, a decrement frees it); everything is forgotten at commit.  Block 0 (the
+/// superblock) marks an empty slot.
+pub struct ShadowSet {
+    buckets: [[u64; SHADOW_WAYS]; SHADOW_BUCKETS],
+}
+
+impl ShadowSet {
+    /// An empty set.
+    pub const fn new() -> ShadowSet {
+        ShadowSet {
+            buckets: [[0; SHADOW_WAYS]; SHADOW_BUCKETS],
+        }
+    }
+
+    fn bucket(b: u64) -> usize {
+        (b.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHADOW_BUCKET_BITS)) as usize
+    }
+
+    /// Is `b` known to be this transaction's own block?
+    pub fn contains(&self, b: u64) -> bool {
+        b != 0 && self.buckets[Self::bucket(b)].contains(&b)
+    }
+
+    /// Remember `b` (evicting the oldest block of its bucket when that is full).
+    pub fn insert(&mut self, b: u64) {
+        if b == 0 {
+            return;
+        }
+        let s = &mut self.buckets[Self::bucket(b)];
+        if !s.contains(&b) {
+            s.copy_within(0..SHADOW_WAYS - 1, 1);
+            s[0] = b;
+        }
+    }
+
+    /// Forget `b`.
+    pub fn remove(&mut self, b: u64) {
+        if b == 0 {
+            return;
+        }
+        for x in self.buckets[Self::bucket(b)].iter_mut() {
+            if *x == b {
+                *x = 0;
+            }
+        }
+    }
+
+    /// Forget everything (commit, abort, reload), in place.
+    pub fn clear(&mut self) {
+        for s in self.buckets.iter_mut() {
+            *s = [0; SHADOW_WAYS];
+        }
+    }
+}
+
+impl Default for ShadowSet {
+    fn default() -> Self {
+        ShadowSet::new()
+    }
+}
 
 /// How a read-only tree operation reads blocks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +126,11 @@ pub struct Tx<B: BlockManager> {
     pub msm: MetaSm,
     /// Data space map.
     pub dsm: DataSm,
+    /// Blocks this transaction may modify in place without looking at their counts.
+    pub shadows: ShadowSet,
+    /// Take the simple per-entry paths only (no [`ShadowSet`], no batched count changes, no
+    /// cached device roots): the reference behaviour the batched paths are tested against.
+    pub simple: bool,
 }
 
 impl<B: BlockManager> Tx<B> {
@@ -115,6 +198,7 @@ impl<B: BlockManager> Tx<B> {
         let loc = self.meta_alloc()?;
         let mut g = self.bm.new_block(loc, BlockKind::Node)?;
         let h = node::init(&mut g, internal, value_size);
+        self.remember_shadow(loc);
         Ok((loc, g, h))
     }
 
@@ -135,6 +219,11 @@ impl<B: BlockManager> Tx<B> {
         from: u64,
     ) -> Result<(u64, B::Write, Header)> {
         self.check_loc(loc, from)?;
+        if !self.simple && self.shadows.contains(loc) {
+            let g = self.bm.write(loc, BlockKind::Node)?;
+            let h = node::check(loc, &g, info.value_size)?;
+            return Ok((loc, g, h));
+        }
         let count = self.meta_count_small(loc)?;
         if count == 0 {
             return Err(Error::Corrupt {
@@ -145,6 +234,7 @@ impl<B: BlockManager> Tx<B> {
         if count == 1 && !self.meta_committed_in_use(loc)? {
             let g = self.bm.write(loc, BlockKind::Node)?;
             let h = node::check(loc, &g, info.value_size)?;
+            self.remember_shadow(loc);
             return Ok((loc, g, h));
         }
         let new = self.meta_alloc()?;
@@ -158,11 +248,42 @@ impl<B: BlockManager> Tx<B> {
             self.inc_children(&mut g, &h, info)?;
         }
         self.meta_dec(loc)?;
+        self.remember_shadow(new);
         Ok((new, g, h))
+    }
+
+    /// Note that `b` (allocated in this transaction, count 1) may be modified in place.
+    pub(crate) fn remember_shadow(&mut self, b: u64) {
+        if !self.simple {
+            self.shadows.insert(b);
+        }
     }
 
     /// Add a reference to everything node `g` points to.
     fn inc_children(&mut self, g: &mut B::Write, h: &Header, info: TreeInfo) -> Result<()> {
+        if !h.internal && info.values == ValueKind::DataBlockTime && !self.simple {
+            // A mapping leaf: its data blocks a batch at a time, in runs of consecutive blocks
+            // (in leaf order, as the per-entry path would take them).
+            let mut i = 0;
+            while i < h.nr {
+                let mut batch = [0u64; DEC_BATCH];
+                let n = core::cmp::min(DEC_BATCH, h.nr - i);
+                for (k, b) in batch.iter_mut().enumerate().take(n) {
+                    *b = super::thin::unpack_block_time(node::value(g, h, i + k)).0;
+                }
+                let mut k = 0;
+                while k < n {
+                    let mut run = 1;
+                    while k + run < n && batch[k + run] == batch[k] + run as u64 {
+                        run += 1;
+                    }
+                    self.data_inc_run(batch[k], run as u64)?;
+                    k += run;
+                }
+                i += n;
+            }
+            return Ok(());
+        }
         for i in 0..h.nr {
             if h.internal {
                 let child = node::value64(g, h, i);
@@ -308,5 +429,6 @@ impl<B: BlockManager> Tx<B> {
     pub(crate) fn end_transaction(&mut self, index_loc: u64) {
         self.msm.end_transaction(index_loc);
         self.dsm.end_transaction();
+        self.shadows.clear();
     }
 }

@@ -64,13 +64,48 @@ fn compare(p: &mut Pool<MemBm>, m: &Model, nr_data: u64) {
     assert_eq!(p.data_free_blocks(), nr_data - used.len() as u64);
 }
 
+/// Pool geometry of one run: metadata and data blocks, and how many blocks device 0 maps
+/// before the random operations start (so that they reach later space-map bitmaps).
+struct Geometry {
+    meta_blocks: u64,
+    nr_data: u64,
+    prefill: u64,
+}
+
+const SMALL: Geometry = Geometry {
+    meta_blocks: 4096,
+    nr_data: 6000,
+    prefill: 0,
+};
+
 fn run(seed: u64, ops: usize, sample_every: usize) {
+    run_on(seed, ops, sample_every, &SMALL);
+}
+
+fn run_on(seed: u64, ops: usize, sample_every: usize, geo: &Geometry) {
     let mut rng = Rng::new(seed);
-    let nr_data = 6000;
-    let mut p = mem_pool(4096, nr_data);
+    let nr_data = geo.nr_data;
+    let mut p = mem_pool(geo.meta_blocks, nr_data);
     let mut model = Model::default();
+    if geo.prefill > 0 {
+        p.create_thin(0).unwrap();
+        let mut maps = BTreeMap::new();
+        for v in 0..geo.prefill {
+            let b = p.alloc_data_block().unwrap();
+            p.insert(0, v, b).unwrap();
+            maps.insert(v, (b, 0));
+        }
+        p.commit().unwrap();
+        let d = DeviceDetails {
+            mapped_blocks: geo.prefill,
+            transaction_id: 0,
+            creation_time: 0,
+            snapshotted_time: 0,
+        };
+        model.devs.insert(0, (d, maps));
+    }
     let mut committed = model.clone();
-    let mut committed_used: BTreeSet<u64> = BTreeSet::new();
+    let mut committed_used: BTreeSet<u64> = committed.used_data();
     let mut commits = 0usize;
     for step in 0..ops {
         let ids: Vec<u64> = model.devs.keys().copied().collect();
@@ -265,5 +300,21 @@ fn random_operations_match_the_model() {
     let base = seed(20_261_127);
     for i in 0..6 {
         run(base + i, 4000, 24);
+    }
+}
+
+/// The same on pools whose space maps span several bitmaps on both sides (more than 16,320
+/// blocks each): a big first device pushes the data allocations into later bitmaps, and
+/// copying, removing and deleting its mappings crosses bitmap boundaries.
+#[test]
+fn random_operations_match_the_model_across_bitmaps() {
+    let base = seed(20_261_202);
+    let geo = Geometry {
+        meta_blocks: 20_000,
+        nr_data: 40_000,
+        prefill: 17_000,
+    };
+    for i in 0..2 {
+        run_on(base + i, 2000, 16, &geo);
     }
 }
