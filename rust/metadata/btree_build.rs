@@ -271,6 +271,10 @@ const COPY_BATCH: usize = 16;
 
 impl TreeBuilder {
     /// A builder for a tree of kind `info`.
+    ///
+    /// About 1.3 KiB by value: inlined where it is used, so the value is built in its final
+    /// place and no out-of-line copy of it sits in a kernel stack frame (the module has none).
+    #[inline(always)]
     pub const fn new(info: TreeInfo) -> Self {
         TreeBuilder {
             leaves: LeafRunBuilder::new(info),
