@@ -150,6 +150,8 @@ pub fn verify(kind: BlockKind, loc: u64, block: &Block) -> Result<()> {
 /// * `read_cached` is `read` that never waits for I/O (dm-bufio's `dm_bufio_get`): a block not
 ///   in the cache gives [`Error::WouldBlock`].  The default implementation always says so, which
 ///   is correct, merely useless;
+/// * `prefetch` is a hint that blocks `first..first + n` will be read soon (read-ahead, like
+///   `dm_bufio_prefetch`); it never fails and may do nothing (the default);
 /// * guards are owned handles (no borrow of the manager); dropping one releases the buffer.
 ///   The engine never holds a write guard and any other guard on the same block at once.
 /// * Errors: out-of-range block → [`Error::Io`] (the engine range-checks first anyway),
@@ -178,4 +180,8 @@ pub trait BlockManager {
     fn flush(&self) -> Result<()>;
     /// Flush the data device (called first in every commit).
     fn flush_data(&self) -> Result<()>;
+    /// Read-ahead hint for blocks `first..first + n` (see the trait docs); the default ignores it.
+    fn prefetch(&self, first: u64, n: u64) {
+        let _ = (first, n);
+    }
 }

@@ -361,4 +361,18 @@ impl<D: Disk> BlockManager for CachedBm<D> {
             .flush_data()
             .map_err(|_| Error::Io { block: 0 })
     }
+
+    fn prefetch(&self, first: u64, n: u64) {
+        let mut inner = self.inner.borrow_mut();
+        let end = first.saturating_add(n).min(inner.disk.nr_blocks());
+        // Cached blocks need no read; a range that starts cached is trimmed, the rest is passed
+        // on whole (a hint, not worth splitting).
+        let mut from = first;
+        while from < end && inner.cache.contains_key(&from) {
+            from += 1;
+        }
+        if from < end {
+            inner.disk.prefetch(from, end - from);
+        }
+    }
 }

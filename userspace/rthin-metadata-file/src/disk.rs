@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
 use rthin_metadata::{Block, BLOCK_SIZE};
@@ -21,6 +22,10 @@ pub trait Disk {
     /// Data-device flush (nothing to do for images; recorded by [`MemDisk`]).
     fn flush_data(&mut self) -> io::Result<()> {
         Ok(())
+    }
+    /// Read-ahead hint for blocks `first..first + n`; ignored by default.
+    fn prefetch(&mut self, first: u64, n: u64) {
+        let _ = (first, n);
     }
 }
 
@@ -54,6 +59,29 @@ impl Disk for FileDisk {
 
     fn flush(&mut self) -> io::Result<()> {
         self.file.sync_data()
+    }
+
+    /// `posix_fadvise(POSIX_FADV_WILLNEED)`: the kernel starts reading the range in the
+    /// background (files and block devices alike); errors only lose the hint.
+    fn prefetch(&mut self, first: u64, n: u64) {
+        let block = BLOCK_SIZE as u64;
+        let (Some(offset), Some(len)) = (first.checked_mul(block), n.checked_mul(block)) else {
+            return;
+        };
+        let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len))
+        else {
+            return;
+        };
+        // SAFETY: posix_fadvise only reads its integer arguments; the descriptor is open for
+        // as long as `self.file` lives.
+        let _ = unsafe {
+            libc::posix_fadvise(
+                self.file.as_raw_fd(),
+                offset,
+                len,
+                libc::POSIX_FADV_WILLNEED,
+            )
+        };
     }
 }
 

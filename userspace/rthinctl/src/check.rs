@@ -217,6 +217,22 @@ impl<B: BlockManager> Checker<'_, B> {
             role,
         };
         if h.internal {
+            // Read-ahead: ask for the children not seen yet, a run of consecutive blocks at a
+            // time (bulk-built trees keep siblings together), before walking them one by one.
+            let mut run: Option<(u64, u64)> = None;
+            for i in 0..=h.nr {
+                let child = (i < h.nr).then(|| node::value64(&g, &h, i));
+                let wanted = child.filter(|c| !self.seen.contains_key(c));
+                run = match (run, wanted) {
+                    (Some((first, n)), Some(c)) if c == first + n => Some((first, n + 1)),
+                    (prev, next) => {
+                        if let Some((first, n)) = prev {
+                            self.bm.prefetch(first, n);
+                        }
+                        next.map(|c| (c, 1))
+                    }
+                };
+            }
             let mut height = None;
             for i in 0..h.nr {
                 let child = node::value64(&g, &h, i);
