@@ -70,13 +70,70 @@ struct Geometry {
     meta_blocks: u64,
     nr_data: u64,
     prefill: u64,
+    /// Before the random operations: fill the metadata device, then grow it to this many
+    /// blocks while full ([`fill_metadata_and_grow`]).
+    fill_metadata_then_grow_to: Option<u64>,
 }
 
 const SMALL: Geometry = Geometry {
     meta_blocks: 4096,
     nr_data: 6000,
     prefill: 0,
+    fill_metadata_then_grow_to: None,
 };
+
+/// Maps blocks of a new device until the metadata device is full (data allocations refused
+/// because only the reserve is left, even right after a commit), checks that the refusals
+/// changed nothing and did not fail the pool, then grows the device to `grown` blocks while
+/// full and checks again: the model's state, and that provisioning works again.
+fn fill_metadata_and_grow(p: &mut Pool<MemBm>, model: &mut Model, grown: u64, nr_data: u64) {
+    const FILLER: u64 = 99;
+    p.create_thin(FILLER).unwrap();
+    let t = model.time;
+    let mut maps = BTreeMap::new();
+    let mut v = 0;
+    loop {
+        match p.alloc_data_block() {
+            Ok(b) => {
+                p.insert(FILLER, v, b).unwrap();
+                maps.insert(v, (b, t));
+                v += 1;
+            }
+            Err(Error::NoSpace(Space::Metadata)) => {
+                p.commit().unwrap();
+                if p.metadata_free_blocks() == 0 {
+                    break;
+                }
+            }
+            Err(e) => panic!("filling the metadata device after {v} mappings: {e}"),
+        }
+    }
+    let d = DeviceDetails {
+        mapped_blocks: v,
+        transaction_id: model.trans,
+        creation_time: t,
+        snapshotted_time: t,
+    };
+    model.devs.insert(FILLER, (d, maps));
+    assert!(
+        !p.has_failed(),
+        "running out of metadata space fails nothing"
+    );
+    assert_eq!(p.alloc_data_block(), Err(Error::NoSpace(Space::Metadata)));
+    compare(p, model, nr_data);
+    p.block_manager().with_disk(|d| d.set_nr_blocks(grown));
+    p.resize_metadata(grown)
+        .expect("a full metadata device grows");
+    p.commit().unwrap();
+    compare(p, model, nr_data);
+    assert!(p.metadata_free_blocks() > 0);
+    let b = p
+        .alloc_data_block()
+        .expect("provisioning works after growing");
+    p.release_data_block(b).unwrap();
+    p.commit().unwrap();
+    eprintln!("metadata full after {v} mappings, grown to {grown} blocks");
+}
 
 fn run(seed: u64, ops: usize, sample_every: usize) {
     run_on(seed, ops, sample_every, &SMALL);
@@ -103,6 +160,9 @@ fn run_on(seed: u64, ops: usize, sample_every: usize, geo: &Geometry) {
             snapshotted_time: 0,
         };
         model.devs.insert(0, (d, maps));
+    }
+    if let Some(grown) = geo.fill_metadata_then_grow_to {
+        fill_metadata_and_grow(&mut p, &mut model, grown, nr_data);
     }
     let mut committed = model.clone();
     let mut committed_used: BTreeSet<u64> = committed.used_data();
@@ -313,6 +373,25 @@ fn random_operations_match_the_model_across_bitmaps() {
         meta_blocks: 20_000,
         nr_data: 40_000,
         prefill: 17_000,
+        fill_metadata_then_grow_to: None,
+    };
+    for i in 0..2 {
+        run_on(base + i, 2000, 16, &geo);
+    }
+}
+
+/// The metadata space run out and back: a device fills a 600-block metadata device (with
+/// every commit in between), which then grows while full to 20,000 blocks, into a second
+/// space-map bitmap; the random operations then run on the grown pool, the filling device
+/// among their targets.
+#[test]
+fn random_operations_match_the_model_after_metadata_ran_out_and_grew() {
+    let base = seed(20_261_203);
+    let geo = Geometry {
+        meta_blocks: 600,
+        nr_data: 100_000,
+        prefill: 0,
+        fill_metadata_then_grow_to: Some(20_000),
     };
     for i in 0..2 {
         run_on(base + i, 2000, 16, &geo);
