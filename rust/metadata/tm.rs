@@ -271,15 +271,7 @@ impl<B: BlockManager> Tx<B> {
                 for (k, b) in batch.iter_mut().enumerate().take(n) {
                     *b = super::thin::unpack_block_time(node::value(g, h, i + k)).0;
                 }
-                let mut k = 0;
-                while k < n {
-                    let mut run = 1;
-                    while k + run < n && batch[k + run] == batch[k] + run as u64 {
-                        run += 1;
-                    }
-                    self.data_inc_run(batch[k], run as u64)?;
-                    k += run;
-                }
+                for_each_run(&batch[..n], |first, len| self.data_inc_run(first, len))?;
                 i += n;
             }
             return Ok(());
@@ -363,15 +355,9 @@ impl<B: BlockManager> Tx<B> {
             }
             if batched > 0 {
                 stack[len - 1].next = f.next + batched as u32;
-                let mut k = 0;
-                while k < batched {
-                    let mut run = 1;
-                    while k + run < batched && batch[k + run] == batch[k] + run as u64 {
-                        run += 1;
-                    }
-                    self.data_dec_run(batch[k], run as u64)?;
-                    k += run;
-                }
+                for_each_run(&batch[..batched], |first, len| {
+                    self.data_dec_run(first, len)
+                })?;
                 continue;
             }
             stack[len - 1].next = f.next + 1;
@@ -431,4 +417,18 @@ impl<B: BlockManager> Tx<B> {
         self.dsm.end_transaction();
         self.shadows.clear();
     }
+}
+
+/// Calls `f(first, len)` for each run of consecutive block numbers in `blocks`, in order.
+fn for_each_run(blocks: &[u64], mut f: impl FnMut(u64, u64) -> Result<()>) -> Result<()> {
+    let mut k = 0;
+    while k < blocks.len() {
+        let mut run = 1;
+        while k + run < blocks.len() && blocks[k + run] == blocks[k] + run as u64 {
+            run += 1;
+        }
+        f(blocks[k], run as u64)?;
+        k += run;
+    }
+    Ok(())
 }
