@@ -115,21 +115,6 @@ fn mapping_line(x: &mut String, indent: &str, o: u64, d: u64, len: u64, t: u32) 
     }
 }
 
-fn thin_restore(xml: &str, meta_blocks: u64) -> Vec<u8> {
-    let xp = write_temp("in.xml", xml.as_bytes());
-    let img = temp_path("restored.bin");
-    std::fs::write(&img, vec![0u8; (meta_blocks * 4096) as usize]).unwrap();
-    let o = run_tool(
-        "thin_restore",
-        &["-i", xp.to_str().unwrap(), "-o", img.to_str().unwrap()],
-    );
-    assert!(o.ok, "thin_restore failed: {}{}", o.stdout, o.stderr);
-    let v = std::fs::read(&img).unwrap();
-    let _ = std::fs::remove_file(&img);
-    let _ = std::fs::remove_file(&xp);
-    v
-}
-
 #[test]
 fn thin_restore_images_open_and_dump_identically() {
     let mut rng = Rng::new(seed(31337));

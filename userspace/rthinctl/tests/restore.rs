@@ -220,21 +220,6 @@ fn ours(xml: &str, meta_blocks: u64) -> Vec<u8> {
     image_of(&p)
 }
 
-fn theirs(xml: &str, meta_blocks: u64) -> Vec<u8> {
-    let xp = write_temp("in.xml", xml.as_bytes());
-    let img = temp_path("theirs.bin");
-    std::fs::write(&img, vec![0u8; (meta_blocks * 4096) as usize]).unwrap();
-    let o = run_tool(
-        "thin_restore",
-        &["-i", xp.to_str().unwrap(), "-o", img.to_str().unwrap()],
-    );
-    assert!(o.ok, "thin_restore failed: {}{}", o.stdout, o.stderr);
-    let v = std::fs::read(&img).unwrap();
-    let _ = std::fs::remove_file(&img);
-    let _ = std::fs::remove_file(&xp);
-    v
-}
-
 fn thin_dump(image: &[u8]) -> String {
     let path = write_temp("dump.bin", image);
     let o = run_tool("thin_dump", &[path.to_str().unwrap()]);
@@ -295,7 +280,7 @@ fn shared_leaves_and_shared_data_blocks_round_trip() {
         assert_compatible(&image, &format!("shared-{round}"));
         assert_mappings(&image, &expected);
         // thin_dump's form of the same metadata comes back unchanged.
-        let canonical = thin_dump(&theirs(&xml, 8192));
+        let canonical = thin_dump(&thin_restore(&xml, 8192));
         let image = assert_round_trip(&canonical, 8192, &format!("shared-canonical-{round}"));
         assert_mappings(&image, &expected);
     }
@@ -353,7 +338,7 @@ fn many_devices_and_empty_ones() {
     assert_mappings(&image, &expected);
     // thin_restore wants an empty device as a start and an end tag.
     let for_them = x.replace("snap_time=\"3\"/>", "snap_time=\"3\"></device>");
-    let canonical = thin_dump(&theirs(&for_them, 16384));
+    let canonical = thin_dump(&thin_restore(&for_them, 16384));
     assert_round_trip(&canonical, 16384, "many-devices-canonical");
 }
 
@@ -395,7 +380,7 @@ fn one_million_mappings_with_full_leaves() {
     // 1,000,000 mappings in the leaves: 2 x 100,000 of the devices' own and 800,000 shared.
     let xml = two_device_xml(900_000, 800_000);
     let meta = 32_768;
-    let reference = theirs(&xml, meta);
+    let reference = thin_restore(&xml, meta);
     let canonical = thin_dump(&reference);
     let image = assert_round_trip(&canonical, meta, "one-million");
     let (ours_used, theirs_used) = (used_blocks(&image), used_blocks(&reference));

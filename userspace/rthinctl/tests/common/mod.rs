@@ -189,3 +189,19 @@ pub fn assert_compatible(image: &[u8], what: &str) {
     }
     let _ = std::fs::remove_file(&path);
 }
+
+/// The image thin_restore makes of `xml` on a zeroed device of `meta_blocks` blocks.
+pub fn thin_restore(xml: &str, meta_blocks: u64) -> Vec<u8> {
+    let xp = write_temp("in.xml", xml.as_bytes());
+    let img = temp_path("restored.bin");
+    std::fs::write(&img, vec![0u8; (meta_blocks * 4096) as usize]).unwrap();
+    let o = run_tool(
+        "thin_restore",
+        &["-i", xp.to_str().unwrap(), "-o", img.to_str().unwrap()],
+    );
+    assert!(o.ok, "thin_restore failed: {}{}", o.stdout, o.stderr);
+    let v = std::fs::read(&img).unwrap();
+    let _ = std::fs::remove_file(&img);
+    let _ = std::fs::remove_file(&xp);
+    v
+}
