@@ -270,8 +270,11 @@ impl<'a, P> MapRequest<'a, P> {
     pub fn accept_partial(&mut self, sectors: u32) -> Result {
         let bio = self.bio().as_raw();
         // SAFETY: `bio` is the bio dm core passed to `map` (the type invariant of
-        // `BioInHand`), which is the only place `dm_accept_partial_bio` may be called from; the
-        // shim checks the bio and the count against the function's other requirements.
+        // `BioInHand`), which is the only place `dm_accept_partial_bio` may be called from. The
+        // shim checks the operation, flags, zoned device and count, which rules out every
+        // `BUG_ON` but one: the bio being longer than dm core's length for it, which cannot
+        // happen because nothing in the glue lets a target lengthen a bio in `map` (`Bio` can
+        // only change its sector and device) and a duplicated bio is never a plain read/write.
         if unsafe { dm::rthin_bio_accept_partial(bio, sectors) } {
             Ok(())
         } else {
