@@ -20,6 +20,61 @@ const INC_CHUNK: usize = 32;
 /// Largest data device: mapping values hold the data block in 40 bits.
 pub const MAX_DATA_BLOCKS: u64 = 1 << 40;
 
+/// Slots of an [`IndexCache`] (dm-thin's index-entry cache has as many).
+pub const INDEX_CACHE_SLOTS: usize = 16;
+
+/// Index entries of the data space map changed in this transaction but not yet written to the
+/// index tree, as dm-thin's index-entry cache keeps them: runs of count changes in a few
+/// bitmaps (a thin freed whole, a leaf copied, blocks allocated from the cursor's bitmap) then
+/// cost one index-tree insert per bitmap and commit instead of one per change.
+///
+/// Direct mapped: bitmap `i` may only sit in slot `i % INDEX_CACHE_SLOTS`, so a lookup is one
+/// comparison; an entry is written to the tree when another bitmap needs its slot, and all of
+/// them, in bitmap order, before a commit stores the tree's root.  A fixed 512 bytes inside the
+/// pool: nothing to allocate, nothing to run out of.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IndexCache {
+    slots: [Option<(u64, IndexEntry)>; INDEX_CACHE_SLOTS],
+}
+
+impl IndexCache {
+    fn slot(i: u64) -> usize {
+        (i % INDEX_CACHE_SLOTS as u64) as usize
+    }
+
+    /// The pending entry of bitmap `i`, if any.
+    pub fn get(&self, i: u64) -> Option<IndexEntry> {
+        match self.slots[Self::slot(i)] {
+            Some((b, ie)) if b == i => Some(ie),
+            _ => None,
+        }
+    }
+
+    /// Keeps `ie` as bitmap `i`'s entry; returns the entry of another bitmap it displaces (to
+    /// be written to the tree).
+    pub fn put(&mut self, i: u64, ie: IndexEntry) -> Option<(u64, IndexEntry)> {
+        let slot = &mut self.slots[Self::slot(i)];
+        let displaced = slot.filter(|&(b, _)| b != i);
+        *slot = Some((i, ie));
+        displaced
+    }
+
+    /// No entry pending.
+    pub fn is_empty(&self) -> bool {
+        self.slots.iter().all(Option::is_none)
+    }
+
+    /// Removes and returns the pending entry with the lowest bitmap number.
+    pub fn take_lowest(&mut self) -> Option<(u64, IndexEntry)> {
+        let slot = self
+            .slots
+            .iter_mut()
+            .filter(|s| s.is_some())
+            .min_by_key(|s| s.map_or(u64::MAX, |(b, _)| b))?;
+        slot.take()
+    }
+}
+
 /// In-core state of the data space map.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DataSm {
@@ -40,18 +95,15 @@ pub struct DataSm {
     /// Last index entry looked up in the current index tree: (root, bitmap, entry).  Saves a
     /// btree walk per count change in the common case of consecutive changes in one bitmap.
     pub(crate) last_index: Option<(u64, u64, IndexEntry)>,
-    /// The current entry of one bitmap, changed but not yet written to the index tree: runs
-    /// of count changes in one bitmap (freeing a whole thin, say) then cost one index-tree
-    /// insert instead of one each, as dm-thin's index-entry cache does. Written when another
-    /// bitmap's entry changes and before a commit stores the tree's root.
-    pub(crate) pending_index: Option<(u64, IndexEntry)>,
+    /// Index entries changed in this transaction but not yet written to the index tree.
+    pub(crate) pending_index: IndexCache,
 }
 
 impl DataSm {
     /// Start a new transaction.
     pub(crate) fn end_transaction(&mut self) {
         debug_assert!(
-            self.pending_index.is_none(),
+            self.pending_index.is_empty(),
             "commit without the pending index entry"
         );
         self.committed_index_root = self.index_root;
@@ -66,10 +118,8 @@ impl DataSm {
 impl<B: BlockManager> Tx<B> {
     /// Index entry of bitmap `i` in the current state (a pending change included).
     pub(crate) fn data_index_get(&mut self, i: u64) -> Result<IndexEntry> {
-        if let Some((pending, ie)) = self.dsm.pending_index {
-            if pending == i {
-                return Ok(ie);
-            }
+        if let Some(ie) = self.dsm.pending_index.get(i) {
+            return Ok(ie);
         }
         self.data_index_lookup(self.dsm.index_root, i)
     }
@@ -99,22 +149,19 @@ impl<B: BlockManager> Tx<B> {
         }
     }
 
-    /// Sets the current index entry of bitmap `i` (kept pending, see [`DataSm::pending_index`]).
+    /// Sets the current index entry of bitmap `i` (kept pending, see [`IndexCache`]).
     pub(crate) fn data_index_set(&mut self, i: u64, ie: IndexEntry) -> Result<()> {
-        if let Some((pending, pending_ie)) = self.dsm.pending_index {
-            if pending != i {
-                self.data_index_write(pending, pending_ie)?;
-            }
+        if let Some((other, other_ie)) = self.dsm.pending_index.put(i, ie) {
+            self.data_index_write(other, other_ie)?;
         }
-        self.dsm.pending_index = Some((i, ie));
         Ok(())
     }
 
-    /// Writes the pending index entry into the index tree: before a commit stores its root.
+    /// Writes the pending index entries into the index tree, in bitmap order: before a commit
+    /// stores its root.
     pub(crate) fn data_index_flush(&mut self) -> Result<()> {
-        if let Some((i, ie)) = self.dsm.pending_index {
+        while let Some((i, ie)) = self.dsm.pending_index.take_lowest() {
             self.data_index_write(i, ie)?;
-            self.dsm.pending_index = None;
         }
         Ok(())
     }
@@ -394,5 +441,54 @@ impl<B: BlockManager> Tx<B> {
         }
         self.dsm.nr_blocks = new_nr;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(blocknr: u64) -> IndexEntry {
+        IndexEntry {
+            blocknr,
+            nr_free: 7,
+            none_free_before: 3,
+        }
+    }
+
+    #[test]
+    fn index_cache_keeps_one_entry_per_slot_and_hands_back_the_displaced_one() {
+        let mut c = IndexCache::default();
+        assert!(c.is_empty());
+        assert_eq!(c.put(5, entry(50)), None);
+        assert_eq!(
+            c.put(5, entry(51)),
+            None,
+            "the same bitmap replaces in place"
+        );
+        assert_eq!(c.get(5), Some(entry(51)));
+        assert_eq!(c.get(5 + INDEX_CACHE_SLOTS as u64), None);
+        // Bitmap 21 maps to bitmap 5's slot: 5 must be written out.
+        let other = 5 + INDEX_CACHE_SLOTS as u64;
+        assert_eq!(c.put(other, entry(60)), Some((5, entry(51))));
+        assert_eq!(c.get(5), None);
+        assert_eq!(c.get(other), Some(entry(60)));
+    }
+
+    #[test]
+    fn index_cache_drains_in_bitmap_order() {
+        let mut c = IndexCache::default();
+        for i in [40u64, 3, 17, 9, 2] {
+            assert_eq!(c.put(i, entry(100 + i)), None);
+        }
+        let mut order = [0u64; 5];
+        for o in order.iter_mut() {
+            let (i, ie) = c.take_lowest().unwrap();
+            assert_eq!(ie, entry(100 + i));
+            *o = i;
+        }
+        assert_eq!(order, [2, 3, 9, 17, 40]);
+        assert_eq!(c.take_lowest(), None);
+        assert!(c.is_empty());
     }
 }

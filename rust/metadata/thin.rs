@@ -26,7 +26,7 @@ use super::btree_node as node;
 use super::btree_remove::RunRemoval;
 use super::error::{Error, Result, Space};
 use super::sm_common::{bitmap_set, IndexEntry, SmRoot, ENTRIES_PER_BITMAP};
-use super::sm_data::DataSm;
+use super::sm_data::{DataSm, IndexCache};
 use super::sm_metadata::{MetaSm, MAX_METADATA_BLOCKS};
 use super::superblock::{
     DeviceDetails, Superblock, METADATA_BLOCK_SECTORS, NEEDS_CHECK_FLAG, SUPERBLOCK_LOCATION,
@@ -344,7 +344,7 @@ impl<B: BlockManager> Pool<B> {
             committed_nr_blocks: sb.data_sm.nr_blocks,
             cursor: 0,
             last_index: None,
-            pending_index: None,
+            pending_index: IndexCache::default(),
         };
         self.sb = sb;
         self.writable = writable;
