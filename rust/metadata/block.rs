@@ -152,6 +152,9 @@ pub fn verify(kind: BlockKind, loc: u64, block: &Block) -> Result<()> {
 ///   is correct, merely useless;
 /// * `prefetch` is a hint that blocks `first..first + n` will be read soon (read-ahead, like
 ///   `dm_bufio_prefetch`); it never fails and may do nothing (the default);
+/// * `shadow_buckets` is memory the engine keeps its set of blocks shadowed in the running
+///   transaction in (see [`ShadowBucket`]); the default, none, makes every shadow take the
+///   simple path;
 /// * guards are owned handles (no borrow of the manager); dropping one releases the buffer.
 ///   The engine never holds a write guard and any other guard on the same block at once.
 /// * Errors: out-of-range block → [`Error::Io`] (the engine range-checks first anyway),
@@ -184,4 +187,30 @@ pub trait BlockManager {
     fn prefetch(&self, first: u64, n: u64) {
         let _ = (first, n);
     }
+    /// The engine's memory for its set of blocks shadowed in the running transaction.  The
+    /// platform allocates it once, when it is created, zero-filled (a budget fixed at open:
+    /// [`shadow_buckets_for`] suggests a size for the device), and never touches it afterwards.
+    /// Fewer buckets (none, the default) only means more shadows take the simple path.
+    fn shadow_buckets(&mut self) -> &mut [ShadowBucket] {
+        &mut []
+    }
+}
+
+/// Block numbers one bucket of the engine's shadowed-block set holds (see
+/// [`BlockManager::shadow_buckets`]; the set itself is `tm::ShadowSet`).
+pub const SHADOW_WAYS: usize = 4;
+
+/// One bucket of the engine's shadowed-block set: opaque to the platform, zero when new.
+pub type ShadowBucket = [u64; SHADOW_WAYS];
+
+/// Buckets of the shadowed-block set the engine suggests for a metadata device of
+/// `nr_blocks`: room for a quarter of its blocks (a transaction shadows at most the device's
+/// free blocks, rarely more than a fraction of them), at least 1,024 and at most 262,144
+/// blocks, i.e. 8 KiB to 2 MiB; a power of two.
+pub fn shadow_buckets_for(nr_blocks: u64) -> usize {
+    const MIN: u64 = 256;
+    const MAX: u64 = 65_536;
+    let want = (nr_blocks / (4 * SHADOW_WAYS as u64)).clamp(MIN, MAX);
+    // Largest power of two not above `want` (`want` >= 256).
+    1usize << want.ilog2()
 }

@@ -354,8 +354,7 @@ impl<B: BlockManager> Tx<B> {
         let fresh = match sm {
             SmId::Meta => self.msm.is_shadowed(i),
             SmId::Data => {
-                (!self.simple && self.shadows.contains(ie.blocknr))
-                    || !self.meta_committed_in_use(ie.blocknr)?
+                self.shadow_known(ie.blocknr) || !self.meta_committed_in_use(ie.blocknr)?
             }
         };
         if fresh {

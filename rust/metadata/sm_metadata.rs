@@ -289,7 +289,7 @@ impl<B: BlockManager> Tx<B> {
             });
         }
         // Shared now, or freed: no longer this transaction's own block.
-        self.shadows.remove(b);
+        self.forget_shadow(b);
         self.msm.push(b, inc)?;
         if self.msm.recursing {
             return Ok(());

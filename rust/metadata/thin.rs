@@ -141,7 +141,11 @@ struct CachedDetails {
     id: u64,
     details: DeviceDetails,
     valid: bool,
+    /// Changed since read from (or last written to) the details tree.
     dirty: bool,
+    /// Known to have an entry in the details tree (always so when clean; a dirty entry may be
+    /// a device created in this transaction): removing it then needs no lookup first.
+    in_tree: bool,
 }
 
 /// Open thin-pool metadata.
@@ -181,7 +185,7 @@ impl<B: BlockManager> Pool<B> {
     }
 
     /// A pool with nothing loaded (every operation fails until one of the `_in_place` methods
-    /// succeeds).  `Pool` is about 15 KiB: the kernel puts this in its heap allocation and loads
+    /// succeeds).  `Pool` is about 7 KiB: the kernel puts this in its heap allocation and loads
     /// it there, because the by-value constructors need several copies of it on the stack.
     #[inline(always)]
     pub fn unloaded(bm: B) -> Self {
@@ -209,6 +213,7 @@ impl<B: BlockManager> Pool<B> {
                     },
                     valid: false,
                     dirty: false,
+                    in_tree: false,
                 }; DETAILS_CACHE]
             },
             next_evict: 0,
@@ -222,7 +227,8 @@ impl<B: BlockManager> Pool<B> {
 
     /// Forget the in-core state; the pool is unusable until loaded again.
     fn unload(&mut self) {
-        self.tx.shadows.clear();
+        // Zeroed, not just a new generation: the memory may hold an earlier pool's slots.
+        self.tx.reset_shadows();
         self.forget_roots();
         self.failed = true;
         self.changed = false;
@@ -397,7 +403,7 @@ impl<B: BlockManager> Pool<B> {
     /// Both leave the same mappings and reference counts.
     pub fn set_simple_paths(&mut self, on: bool) {
         self.tx.simple = on;
-        self.tx.shadows.clear();
+        self.tx.forget_all_shadows();
     }
 
     /// True when the current transaction changed something that [`Pool::commit`] would write
@@ -501,21 +507,22 @@ impl<B: BlockManager> Pool<B> {
                 details: d,
                 valid: true,
                 dirty: false,
+                in_tree: true,
             };
         }
         Ok(true)
     }
 
     fn details_put(&mut self, id: u64, d: DeviceDetails) -> Result<()> {
-        let slot = match self.cached(id) {
-            Some(i) => i,
+        let (slot, in_tree) = match self.cached(id) {
+            Some(i) => (i, self.cache[i].in_tree),
             None => match self.cache.iter().position(|c| !c.valid) {
-                Some(i) => i,
+                Some(i) => (i, false),
                 None => {
                     let i = self.next_evict;
                     self.next_evict = (i + 1) % DETAILS_CACHE;
                     self.write_back(i)?;
-                    i
+                    (i, false)
                 }
             },
         };
@@ -524,6 +531,7 @@ impl<B: BlockManager> Pool<B> {
             details: d,
             valid: true,
             dirty: true,
+            in_tree,
         };
         Ok(())
     }
@@ -539,6 +547,7 @@ impl<B: BlockManager> Pool<B> {
             )?;
             self.sb.details_root = root;
             self.cache[i].dirty = false;
+            self.cache[i].in_tree = true;
         }
         Ok(())
     }
@@ -698,18 +707,28 @@ impl<B: BlockManager> Pool<B> {
             return Err(Error::NoDevice(id));
         }
         self.mutate_ordinary(|p| {
-            if let Some(i) = p.cached(id) {
-                p.cache[i].valid = false;
-            }
+            // Found above in the tree, unless the cache answered: then only a clean entry, or
+            // one written back since, is known to be in the tree.
+            let in_tree = match p.cached(id) {
+                Some(i) => {
+                    p.cache[i].valid = false;
+                    p.cache[i].in_tree
+                }
+                None => true,
+            };
             p.roots.forget(id);
-            let (dr, _) = p.tx.btree_remove(p.sb.details_root, DETAILS_TREE, id)?;
-            p.sb.details_root = dr;
-            let (mr, old) = p.tx.btree_remove(p.sb.mapping_root, MAPPING_TOP_TREE, id)?;
+            // No second lookup where the entry is known to be there.
+            p.sb.details_root = if in_tree {
+                p.tx.btree_remove_present(p.sb.details_root, DETAILS_TREE, id)?
+                    .0
+            } else {
+                p.tx.btree_remove(p.sb.details_root, DETAILS_TREE, id)?.0
+            };
+            // A device with details has a mapping tree (a missing one is reported as
+            // corruption by the removal).
+            let (mr, old) =
+                p.tx.btree_remove_present(p.sb.mapping_root, MAPPING_TOP_TREE, id)?;
             p.sb.mapping_root = mr;
-            let old = old.ok_or(Error::Corrupt {
-                block: mr,
-                what: "device has details but no mapping tree",
-            })?;
             p.tx.dec_tree(le64(&old, 0), MAPPING_BOTTOM_TREE, 0)
         })
     }

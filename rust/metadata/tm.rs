@@ -9,7 +9,7 @@
 //! already knows to qualify, so that shadowing them again (every btree insert shadows its whole
 //! path) costs nothing.
 
-use super::block::{le64, BlockKind, BlockManager};
+use super::block::{le64, BlockKind, BlockManager, ShadowBucket, SHADOW_WAYS};
 use super::btree::{TreeInfo, ValueKind, MAPPING_BOTTOM_TREE, MAX_DEPTH};
 use super::btree_node::{self as node, Header};
 use super::error::{Error, Result};
@@ -25,72 +25,104 @@ pub const DEC_TREE_MAX_LEVELS: usize = 2 * MAX_DEPTH;
 /// Data blocks [`Tx::dec_tree`] reads from a mapping leaf at once (on the stack: keep small).
 const DEC_BATCH: usize = 16;
 
-/// log2 of the number of buckets of a [`ShadowSet`].
-const SHADOW_BUCKET_BITS: u32 = 8;
-/// Buckets of a [`ShadowSet`].
-const SHADOW_BUCKETS: usize = 1 << SHADOW_BUCKET_BITS;
-/// Blocks one bucket of a [`ShadowSet`] holds.
-const SHADOW_WAYS: usize = 4;
+/// Low bits of a [`ShadowSet`] slot holding the block number; the bits above hold the
+/// generation (transaction) that put it there.
+const SHADOW_BLOCK_BITS: u32 = 40;
+/// Generations before the slots are zeroed again (24 bits above the block number).
+const SHADOW_GENERATIONS: u64 = 1 << (64 - SHADOW_BLOCK_BITS);
 
 /// Metadata blocks that this transaction allocated and still holds alone (count 1, unused in
 /// the committed state): they may be modified in place without reading their count again.
 ///
-/// A fixed budget (1,024 blocks in 4-way buckets, 8 KiB, part of the [`Tx`] and hence of the
-/// heap-allocated pool; never on the stack): a block that does not fit evicts the oldest one of
-/// its bucket, and a block not found here just takes the simple path (reading its count), so
-/// running out of room is never an error.  Any count change of a block drops it (an increment
-/// makes it shared, a decrement frees it); everything is forgotten at commit.  Block 0 (the
-/// superblock) marks an empty slot.
+/// The slots live in memory the platform sized once, at open
+/// ([`BlockManager::shadow_buckets`]): buckets of [`SHADOW_WAYS`] blocks, a block hashed to one
+/// bucket.  A block that does not fit evicts the oldest one of its bucket, and a block not
+/// found here just takes the simple path (reading its count), so running out of room (or
+/// having no memory at all) is never an error.  Any count change of a block drops it (an
+/// increment makes it shared, a decrement frees it).
+///
+/// A slot holds `generation << 40 | block`: forgetting everything at a commit is one
+/// increment of the generation, not a pass over up to 2 MiB; slots of older generations count
+/// as empty.  The slots are zeroed when the pool is loaded ([`ShadowSet::reset`]) and when the
+/// 24-bit generation wraps, so no slot can ever match a block it was not given for in the
+/// running transaction, which is what makes writing in place safe.
 pub struct ShadowSet {
-    buckets: [[u64; SHADOW_WAYS]; SHADOW_BUCKETS],
+    /// 0 until [`ShadowSet::reset`] zeroed the slots: nothing is found or remembered.
+    generation: u64,
 }
 
 impl ShadowSet {
-    /// An empty set.
+    /// A set that knows nothing and remembers nothing until [`ShadowSet::reset`].
     pub const fn new() -> ShadowSet {
-        ShadowSet {
-            buckets: [[0; SHADOW_WAYS]; SHADOW_BUCKETS],
-        }
+        ShadowSet { generation: 0 }
     }
 
-    fn bucket(b: u64) -> usize {
-        (b.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHADOW_BUCKET_BITS)) as usize
+    fn slot_value(&self, b: u64) -> Option<u64> {
+        // Block 0 is the superblock, never shadowed; zero is also an empty slot.
+        (self.generation != 0 && b != 0 && b < 1 << SHADOW_BLOCK_BITS)
+            .then_some((self.generation << SHADOW_BLOCK_BITS) | b)
+    }
+
+    fn bucket(buckets: &mut [ShadowBucket], b: u64) -> Option<&mut ShadowBucket> {
+        // Multiplicative hash onto the largest power of two of buckets available.
+        let bits = buckets.len().checked_ilog2()?;
+        let h = b.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let i = h.checked_shr(64 - bits).unwrap_or(0);
+        buckets.get_mut(usize::try_from(i).ok()?)
     }
 
     /// Is `b` known to be this transaction's own block?
-    pub fn contains(&self, b: u64) -> bool {
-        b != 0 && self.buckets[Self::bucket(b)].contains(&b)
+    pub fn contains(&self, buckets: &mut [ShadowBucket], b: u64) -> bool {
+        match (self.slot_value(b), Self::bucket(buckets, b)) {
+            (Some(v), Some(bucket)) => bucket.contains(&v),
+            _ => false,
+        }
     }
 
-    /// Remember `b` (evicting the oldest block of its bucket when that is full).
-    pub fn insert(&mut self, b: u64) {
-        if b == 0 {
+    /// Remember `b`: in an empty or stale slot of its bucket, else in place of the oldest.
+    pub fn insert(&self, buckets: &mut [ShadowBucket], b: u64) {
+        let (Some(v), Some(bucket)) = (self.slot_value(b), Self::bucket(buckets, b)) else {
+            return;
+        };
+        if bucket.contains(&v) {
             return;
         }
-        let s = &mut self.buckets[Self::bucket(b)];
-        if !s.contains(&b) {
-            s.copy_within(0..SHADOW_WAYS - 1, 1);
-            s[0] = b;
+        let live = |x: u64| x != 0 && x >> SHADOW_BLOCK_BITS == self.generation;
+        match bucket.iter_mut().find(|x| !live(**x)) {
+            Some(free) => *free = v,
+            None => {
+                bucket.copy_within(0..SHADOW_WAYS - 1, 1);
+                bucket[0] = v;
+            }
         }
     }
 
     /// Forget `b`.
-    pub fn remove(&mut self, b: u64) {
-        if b == 0 {
+    pub fn remove(&self, buckets: &mut [ShadowBucket], b: u64) {
+        let (Some(v), Some(bucket)) = (self.slot_value(b), Self::bucket(buckets, b)) else {
             return;
-        }
-        for x in self.buckets[Self::bucket(b)].iter_mut() {
-            if *x == b {
+        };
+        for x in bucket.iter_mut() {
+            if *x == v {
                 *x = 0;
             }
         }
     }
 
-    /// Forget everything (commit, abort, reload), in place.
-    pub fn clear(&mut self) {
-        for s in self.buckets.iter_mut() {
-            *s = [0; SHADOW_WAYS];
+    /// Forget everything (commit, abort): the next generation.
+    pub fn clear(&mut self, buckets: &mut [ShadowBucket]) {
+        if self.generation == 0 || self.generation + 1 >= SHADOW_GENERATIONS {
+            self.reset(buckets);
+        } else {
+            self.generation += 1;
         }
+    }
+
+    /// Zero every slot and start at generation 1: when a pool is loaded, since the memory
+    /// may hold slots of an earlier pool on the same block manager.
+    pub fn reset(&mut self, buckets: &mut [ShadowBucket]) {
+        buckets.fill([0; SHADOW_WAYS]);
+        self.generation = 1;
     }
 }
 
@@ -219,7 +251,7 @@ impl<B: BlockManager> Tx<B> {
         from: u64,
     ) -> Result<(u64, B::Write, Header)> {
         self.check_loc(loc, from)?;
-        if !self.simple && self.shadows.contains(loc) {
+        if self.shadow_known(loc) {
             let g = self.bm.write(loc, BlockKind::Node)?;
             let h = node::check(loc, &g, info.value_size)?;
             return Ok((loc, g, h));
@@ -252,11 +284,31 @@ impl<B: BlockManager> Tx<B> {
         Ok((new, g, h))
     }
 
+    /// Is `b` known to be this transaction's own block (see [`ShadowSet`])?
+    pub(crate) fn shadow_known(&mut self, b: u64) -> bool {
+        !self.simple && self.shadows.contains(self.bm.shadow_buckets(), b)
+    }
+
     /// Note that `b` (allocated in this transaction, count 1) may be modified in place.
     pub(crate) fn remember_shadow(&mut self, b: u64) {
         if !self.simple {
-            self.shadows.insert(b);
+            self.shadows.insert(self.bm.shadow_buckets(), b);
         }
+    }
+
+    /// `b` is shared or freed now: no longer this transaction's own block.
+    pub(crate) fn forget_shadow(&mut self, b: u64) {
+        self.shadows.remove(self.bm.shadow_buckets(), b);
+    }
+
+    /// Forget every block of the set (commit, abort).
+    pub(crate) fn forget_all_shadows(&mut self) {
+        self.shadows.clear(self.bm.shadow_buckets());
+    }
+
+    /// Zero the set's memory (the pool is being loaded).
+    pub(crate) fn reset_shadows(&mut self) {
+        self.shadows.reset(self.bm.shadow_buckets());
     }
 
     /// Add a reference to everything node `g` points to.
@@ -415,7 +467,7 @@ impl<B: BlockManager> Tx<B> {
     pub(crate) fn end_transaction(&mut self, index_loc: u64) {
         self.msm.end_transaction(index_loc);
         self.dsm.end_transaction();
-        self.shadows.clear();
+        self.forget_all_shadows();
     }
 }
 
@@ -431,4 +483,79 @@ fn for_each_run(blocks: &[u64], mut f: impl FnMut(u64, u64) -> Result<()>) -> Re
         k += run;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shadow_set_finds_only_what_this_generation_remembered() {
+        let mut buckets = [[0u64; SHADOW_WAYS]; 8];
+        let mut set = ShadowSet::new();
+        // Not reset yet: remembers nothing.
+        set.insert(&mut buckets, 7);
+        assert!(!set.contains(&mut buckets, 7));
+        set.reset(&mut buckets);
+        for b in 1..=20 {
+            set.insert(&mut buckets, b);
+        }
+        // 32 slots for 20 blocks: most stay; whatever is found was inserted.
+        let found = (1..=20).filter(|&b| set.contains(&mut buckets, b)).count();
+        assert!(found >= 12, "{found}");
+        assert!(!(21..200).any(|b| set.contains(&mut buckets, b)));
+        assert!(!set.contains(&mut buckets, 0), "block 0 is an empty slot");
+        set.remove(&mut buckets, 3);
+        assert!(!set.contains(&mut buckets, 3));
+        // A commit forgets everything at once, and old slots make room for new blocks.
+        set.clear(&mut buckets);
+        assert!(!(0..200).any(|b| set.contains(&mut buckets, b)));
+        for b in 100..132 {
+            set.insert(&mut buckets, b);
+        }
+        let found = (100..132)
+            .filter(|&b| set.contains(&mut buckets, b))
+            .count();
+        assert!(found >= 16, "{found}");
+        assert!(!(1..=20).any(|b| set.contains(&mut buckets, b)));
+    }
+
+    #[test]
+    fn shadow_set_zeroes_its_slots_when_the_generation_wraps() {
+        let mut buckets = [[0u64; SHADOW_WAYS]; 4];
+        let mut set = ShadowSet::new();
+        set.reset(&mut buckets);
+        set.generation = SHADOW_GENERATIONS - 2;
+        set.insert(&mut buckets, 5);
+        assert!(set.contains(&mut buckets, 5));
+        set.clear(&mut buckets);
+        set.insert(&mut buckets, 6);
+        set.clear(&mut buckets);
+        assert_eq!(set.generation, 1);
+        assert_eq!(buckets, [[0; SHADOW_WAYS]; 4]);
+        assert!(!set.contains(&mut buckets, 5) && !set.contains(&mut buckets, 6));
+    }
+
+    #[test]
+    fn shadow_set_without_memory_or_out_of_range_blocks_remembers_nothing() {
+        let mut none: [ShadowBucket; 0] = [];
+        let mut set = ShadowSet::new();
+        set.reset(&mut none);
+        set.insert(&mut none, 9);
+        assert!(!set.contains(&mut none, 9));
+        let mut one = [[0u64; SHADOW_WAYS]; 1];
+        set.insert(&mut one, 9);
+        assert!(set.contains(&mut one, 9), "a single bucket works");
+        set.insert(&mut one, 1 << SHADOW_BLOCK_BITS);
+        assert!(!set.contains(&mut one, 1 << SHADOW_BLOCK_BITS));
+    }
+
+    #[test]
+    fn suggested_budget_is_a_bounded_power_of_two() {
+        use super::super::block::shadow_buckets_for;
+        assert_eq!(shadow_buckets_for(0), 256);
+        assert_eq!(shadow_buckets_for(512 * 1024), 32_768);
+        assert_eq!(shadow_buckets_for(1 << 40), 65_536);
+        assert!(shadow_buckets_for(100_000).is_power_of_two());
+    }
 }

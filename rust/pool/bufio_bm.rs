@@ -19,7 +19,7 @@
 use crate::{
     dm::{BlockDevice, BufferMut, BufferRef, BufioClient, PrepareWrite},
     metadata::{
-        block::{self, Block, BlockKind, BlockManager, BLOCK_SIZE, MAX_HELD_GUARDS},
+        block::{self, Block, BlockKind, BlockManager, ShadowBucket, BLOCK_SIZE, MAX_HELD_GUARDS},
         Error as MetaError, Result as MetaResult,
     },
 };
@@ -34,14 +34,23 @@ const RESERVED_BUFFERS: u32 = MAX_HELD_GUARDS;
 pub(crate) struct BufioBlockManager {
     client: Arc<BufioClient<BLOCK_SIZE>>,
     data_dev: Arc<BlockDevice>,
+    /// The engine's shadowed-block set ([`BlockManager::shadow_buckets`]), sized for the
+    /// metadata device at open; empty if that allocation failed (the engine then reads counts
+    /// instead: slower, never wrong).
+    shadows: KVVec<ShadowBucket>,
 }
 
 impl BufioBlockManager {
     /// A block manager on `metadata` (kept open by the manager) whose commits flush `data_dev`.
     pub(crate) fn new(metadata: BlockDevice, data_dev: Arc<BlockDevice>) -> Result<Self> {
+        let client = BufioClient::new::<SealOnWrite>(metadata, RESERVED_BUFFERS)?;
+        let buckets = block::shadow_buckets_for(client.nr_blocks());
+        let shadows = KVVec::from_elem(ShadowBucket::default(), buckets, GFP_KERNEL)
+            .unwrap_or_else(|_| KVVec::new());
         Ok(Self {
-            client: BufioClient::new::<SealOnWrite>(metadata, RESERVED_BUFFERS)?,
+            client,
             data_dev,
+            shadows,
         })
     }
 
@@ -143,6 +152,10 @@ impl Drop for WriteGuard {
 impl BlockManager for BufioBlockManager {
     type Read = ReadGuard;
     type Write = WriteGuard;
+
+    fn shadow_buckets(&mut self) -> &mut [ShadowBucket] {
+        &mut self.shadows
+    }
 
     fn nr_blocks(&self) -> u64 {
         self.client.nr_blocks()

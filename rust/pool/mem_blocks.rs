@@ -17,7 +17,7 @@
 //! and other accesses to it fail, so nobody sees contents that are about to change.
 
 use crate::metadata::{
-    block::{self, Block, BlockKind, BlockManager},
+    block::{self, Block, BlockKind, BlockManager, ShadowBucket},
     Error as MetaError, Result as MetaResult,
 };
 use core::ops::{Deref, DerefMut};
@@ -63,9 +63,20 @@ struct State {
 ///
 /// Cloning gives another handle on the same device; that is how a test keeps access to the
 /// blocks while a `Pool` owns a handle.
-#[derive(Clone)]
 pub(crate) struct MemBlockManager {
     state: Arc<Mutex<State>>,
+    /// The engine's shadowed-block set, as the real block manager sizes it. A handle's own:
+    /// a clone starts without one (only the handle a `Pool` owns needs it).
+    shadows: KVec<ShadowBucket>,
+}
+
+impl Clone for MemBlockManager {
+    fn clone(&self) -> Self {
+        Self {
+            state: self.state.clone(),
+            shadows: KVec::new(),
+        }
+    }
 }
 
 /// Read guard: a private copy of a validated block.
@@ -146,8 +157,10 @@ impl MemBlockManager {
             stats: MemStats::default(),
             fail_allocations: false,
         };
+        let buckets = block::shadow_buckets_for(u64::try_from(nr_blocks).unwrap_or(u64::MAX));
         Ok(Self {
             state: Arc::pin_init(new_mutex!(state), GFP_KERNEL)?,
+            shadows: KVec::from_elem(ShadowBucket::default(), buckets, GFP_KERNEL)?,
         })
     }
 
@@ -255,6 +268,10 @@ impl Drop for MemWrite {
 impl BlockManager for MemBlockManager {
     type Read = MemRead;
     type Write = MemWrite;
+
+    fn shadow_buckets(&mut self) -> &mut [ShadowBucket] {
+        &mut self.shadows
+    }
 
     fn nr_blocks(&self) -> u64 {
         u64::try_from(self.state.lock().slots.len()).unwrap_or(u64::MAX)

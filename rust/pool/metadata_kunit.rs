@@ -40,7 +40,7 @@ mod tests {
 
     type TestResult = core::result::Result<(), Failed>;
 
-    /// An unloaded pool in a heap allocation. `Pool` is about 15 KiB and KUnit runs tests on a
+    /// An unloaded pool in a heap allocation. `Pool` is about 7 KiB and KUnit runs tests on a
     /// 16 KiB kernel stack: it is loaded in place (`format_in_place`, `open_in_place`), never
     /// moved by value; the one by-value temporary lives in this frame, gone before loading.
     #[inline(never)]

@@ -11,7 +11,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::{Deref, DerefMut};
 use std::rc::Rc;
 
-use rthin_metadata::block::{seal, verify};
+use rthin_metadata::block::{seal, shadow_buckets_for, verify, ShadowBucket};
 use rthin_metadata::{Block, BlockKind, BlockManager, Error, Result, BLOCK_SIZE};
 
 use crate::disk::Disk;
@@ -82,6 +82,8 @@ struct Inner<D: Disk> {
 /// Block manager: a cache in front of a [`Disk`].
 pub struct CachedBm<D: Disk> {
     inner: Rc<RefCell<Inner<D>>>,
+    /// The engine's shadowed-block set, sized for the disk when the cache is made.
+    shadows: Box<[ShadowBucket]>,
 }
 
 /// Read guard.
@@ -160,7 +162,9 @@ impl<D: Disk> CachedBm<D> {
     /// (read-only tools walking a large image keep a few MB instead of the whole image).
     /// Dirty blocks always stay until they are written.
     pub fn with_limit(disk: D, limit: usize) -> CachedBm<D> {
+        let shadows = vec![ShadowBucket::default(); shadow_buckets_for(disk.nr_blocks())];
         CachedBm {
+            shadows: shadows.into_boxed_slice(),
             inner: Rc::new(RefCell::new(Inner {
                 disk,
                 cache: BlockMap::default(),
@@ -296,6 +300,10 @@ impl<D: Disk> CachedBm<D> {
 impl<D: Disk> BlockManager for CachedBm<D> {
     type Read = ReadGuard;
     type Write = WriteGuard<D>;
+
+    fn shadow_buckets(&mut self) -> &mut [ShadowBucket] {
+        &mut self.shadows
+    }
 
     fn nr_blocks(&self) -> u64 {
         self.inner.borrow().disk.nr_blocks()

@@ -89,6 +89,9 @@ impl BlockManager for CountingBm {
     fn flush_data(&self) -> Result<()> {
         self.inner.flush_data()
     }
+    fn shadow_buckets(&mut self) -> &mut [rthin_metadata::block::ShadowBucket] {
+        self.inner.shadow_buckets()
+    }
 }
 
 #[test]

@@ -191,6 +191,9 @@ impl BlockManager for Counting {
     fn flush_data(&self) -> rthin_metadata::Result<()> {
         self.inner.flush_data()
     }
+    fn shadow_buckets(&mut self) -> &mut [rthin_metadata::block::ShadowBucket] {
+        self.inner.shadow_buckets()
+    }
 }
 
 #[test]

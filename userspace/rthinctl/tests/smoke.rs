@@ -127,3 +127,42 @@ fn accounting_and_transaction_ids() {
     assert_eq!(p.data_free_blocks(), 500);
     assert_compatible(&image_of(&p), "accounting");
 }
+
+#[test]
+fn delete_finds_details_wherever_they_are() {
+    use rthin_metadata::Error;
+    // 40 devices: more than the 16 cached details, so some are written to the details tree
+    // before the commit and some exist only in the cache when deleted.
+    let mut p = mem_pool(4096, 10_000);
+    for id in 0..40u64 {
+        p.create_thin(id).unwrap();
+        let b = p.alloc_data_block().unwrap();
+        p.insert(id, id, b).unwrap();
+    }
+    // Created in this transaction: the newest only cached, the oldest written back already.
+    p.delete_thin(39).unwrap();
+    p.delete_thin(0).unwrap();
+    p.commit().unwrap();
+    // Committed: cached clean, uncached, and cached dirty (a changed mapping count).
+    assert!(p.cache_details(5).unwrap());
+    p.delete_thin(5).unwrap();
+    p.delete_thin(6).unwrap();
+    let b = p.alloc_data_block().unwrap();
+    p.insert(7, 100, b).unwrap();
+    p.delete_thin(7).unwrap();
+    assert_eq!(p.delete_thin(7), Err(Error::NoDevice(7)));
+    assert_eq!(p.delete_thin(1000), Err(Error::NoDevice(1000)));
+    assert!(!p.has_failed());
+    p.commit().unwrap();
+    let mut p = reopen(p);
+    let mut ids = Vec::new();
+    p.for_each_device(&mut |id, _| {
+        ids.push(id);
+        Ok(true)
+    })
+    .unwrap();
+    let expected: Vec<u64> = (1..39).filter(|id| ![5, 6, 7].contains(id)).collect();
+    assert_eq!(ids, expected);
+    assert_eq!(p.data_free_blocks(), 10_000 - expected.len() as u64);
+    assert_compatible(&image_of(&p), "delete-details");
+}
