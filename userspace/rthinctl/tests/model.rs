@@ -73,13 +73,22 @@ struct Geometry {
     /// Before the random operations: fill the metadata device, then grow it to this many
     /// blocks while full ([`fill_metadata_and_grow`]).
     fill_metadata_then_grow_to: Option<u64>,
+    /// Devices of one mapping each, created after the prefill (ids from [`FIRST_BALLAST`]):
+    /// each has a one-leaf mapping tree of its own, so the metadata in use grows by a block
+    /// per device and can pass a space-map bitmap (16,320 blocks) without a model of a
+    /// million mappings.  The random operations pick them like any other device.
+    ballast_devices: u64,
 }
+
+/// Id of the first ballast device (random creations use ids below 12).
+const FIRST_BALLAST: u64 = 1000;
 
 const SMALL: Geometry = Geometry {
     meta_blocks: 4096,
     nr_data: 6000,
     prefill: 0,
     fill_metadata_then_grow_to: None,
+    ballast_devices: 0,
 };
 
 /// Maps blocks of a new device until the metadata device is full (data allocations refused
@@ -160,6 +169,29 @@ fn run_on(seed: u64, ops: usize, sample_every: usize, geo: &Geometry) {
             snapshotted_time: 0,
         };
         model.devs.insert(0, (d, maps));
+    }
+    for id in FIRST_BALLAST..FIRST_BALLAST + geo.ballast_devices {
+        p.create_thin(id).unwrap();
+        let b = p.alloc_data_block().unwrap();
+        p.insert(id, 7, b).unwrap();
+        let d = DeviceDetails {
+            mapped_blocks: 1,
+            transaction_id: 0,
+            creation_time: 0,
+            snapshotted_time: 0,
+        };
+        model.devs.insert(id, (d, BTreeMap::from([(7, (b, 0))])));
+        if id % 4096 == 0 {
+            p.commit().unwrap();
+        }
+    }
+    if geo.ballast_devices > 0 {
+        p.commit().unwrap();
+        let used = p.metadata_nr_blocks() - p.metadata_free_blocks_raw();
+        assert!(
+            used > 16_320,
+            "the metadata in use spans two bitmaps: {used} blocks"
+        );
     }
     if let Some(grown) = geo.fill_metadata_then_grow_to {
         fill_metadata_and_grow(&mut p, &mut model, grown, nr_data);
@@ -306,9 +338,16 @@ fn run_on(seed: u64, ops: usize, sample_every: usize, geo: &Geometry) {
                 committed = model.clone();
                 committed_used = committed.used_data();
                 commits += 1;
-                if commits % sample_every == 0 {
+                // thin_check 1.1.0 cannot check a held metadata snapshot once the details and
+                // top-level trees have several leaves (the ballast devices): it compares the
+                // device ids found in the snapshot's unshared leaves of both trees, and leaves
+                // of 24-byte details and of 8-byte roots split the ids differently, so it
+                // reports "unexpected thin ids" on consistent metadata (the same images dump
+                // identically with thin_dump -m). Our checker still sees those commits.
+                let thin_check_can = geo.ballast_devices == 0 || model.held.is_none();
+                if commits % sample_every == 0 && thin_check_can {
                     assert_compatible(&image_of(&p), &format!("model-{seed}-{step}"));
-                } else if commits % 4 == 0 {
+                } else if commits % 4 == 0 || commits % sample_every == 0 {
                     assert_our_check_clean(p.block_manager());
                 }
             }
@@ -348,6 +387,11 @@ fn run_on(seed: u64, ops: usize, sample_every: usize, geo: &Geometry) {
             assert_our_check_clean(p.block_manager());
         }
     }
+    if geo.ballast_devices > 0 && model.held.is_some() {
+        // So that thin_check checks the final image (see `thin_check_can`).
+        p.release_metadata_snap().unwrap();
+        model.held = None;
+    }
     p.commit().unwrap();
     compare(&mut p, &model, nr_data);
     let mut p = reopen(p);
@@ -363,17 +407,20 @@ fn random_operations_match_the_model() {
     }
 }
 
-/// The same on pools whose space maps span several bitmaps on both sides (more than 16,320
-/// blocks each): a big first device pushes the data allocations into later bitmaps, and
-/// copying, removing and deleting its mappings crosses bitmap boundaries.
+/// The same on pools whose space maps span several bitmaps on both sides, with more than
+/// 16,320 blocks of each in use: a big first device pushes the data allocations into later
+/// bitmaps, copying, removing and deleting its mappings crosses bitmap boundaries, and 17,000
+/// one-mapping devices fill the first metadata bitmap, so the random operations allocate,
+/// shadow and free metadata in the second one.
 #[test]
 fn random_operations_match_the_model_across_bitmaps() {
     let base = seed(20_261_202);
     let geo = Geometry {
-        meta_blocks: 20_000,
-        nr_data: 40_000,
+        meta_blocks: 40_000,
+        nr_data: 60_000,
         prefill: 17_000,
         fill_metadata_then_grow_to: None,
+        ballast_devices: 17_000,
     };
     for i in 0..2 {
         run_on(base + i, 2000, 16, &geo);
@@ -392,6 +439,7 @@ fn random_operations_match_the_model_after_metadata_ran_out_and_grew() {
         nr_data: 100_000,
         prefill: 0,
         fill_metadata_then_grow_to: Some(20_000),
+        ballast_devices: 0,
     };
     for i in 0..2 {
         run_on(base + i, 2000, 16, &geo);
