@@ -7,6 +7,9 @@
 //! * `provision/s`: inserts of newly allocated blocks into an empty thin;
 //! * `snap µs`: one `create_snap` (the chain is built after provisioning);
 //! * `overwrite/s`: writes to random blocks of the newest snapshot, each breaking sharing;
+//! * `rewrite/s`: the same random writes to a fully mapped thin that shares nothing (a pool of
+//!   its own): plain inserts at the positions the overwrites use, the baseline that isolates
+//!   what breaking sharing costs from what random positions cost (provisioning is sequential);
 //! * `lookup/s`: random lookups in the newest snapshot;
 //! * `commit µs` with 1, 10 and 1000 changes (overwrites) in the transaction;
 //! * `remove_range s`: unmapping the whole newest snapshot (what a full discard does);
@@ -30,6 +33,7 @@ use rthin_metadata::Pool;
 use rthin_metadata_file::{CachedBm, MemBm, MemDisk};
 
 /// xorshift64: reproducible random block numbers.
+#[derive(Clone)]
 struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -56,6 +60,7 @@ struct Row {
     provision: f64,
     snap_us: f64,
     overwrite: f64,
+    rewrite: f64,
     lookup: f64,
     commit_us: [f64; 3],
     remove_range_s: f64,
@@ -64,12 +69,13 @@ struct Row {
     peak_mib: f64,
 }
 
-const FIELDS: [&str; 13] = [
+const FIELDS: [&str; 14] = [
     "mappings",
     "depth",
     "provision",
     "snap_us",
     "overwrite",
+    "rewrite",
     "lookup",
     "commit1_us",
     "commit10_us",
@@ -81,13 +87,14 @@ const FIELDS: [&str; 13] = [
 ];
 
 impl Row {
-    fn values(&self) -> [f64; 13] {
+    fn values(&self) -> [f64; 14] {
         [
             self.mappings as f64,
             self.depth as f64,
             self.provision,
             self.snap_us,
             self.overwrite,
+            self.rewrite,
             self.lookup,
             self.commit_us[0],
             self.commit_us[1],
@@ -110,7 +117,7 @@ impl Row {
     }
 
     fn from_words(line: &str) -> Option<Row> {
-        let mut v = [0f64; 13];
+        let mut v = [0f64; 14];
         for word in line.split_whitespace() {
             let (k, val) = word.split_once('=')?;
             let i = FIELDS.iter().position(|f| *f == k)?;
@@ -122,12 +129,13 @@ impl Row {
             provision: v[2],
             snap_us: v[3],
             overwrite: v[4],
-            lookup: v[5],
-            commit_us: [v[6], v[7], v[8]],
-            remove_range_s: v[9],
-            delete_s: v[10],
-            meta_per_mapping: v[11],
-            peak_mib: v[12],
+            rewrite: v[5],
+            lookup: v[6],
+            commit_us: [v[7], v[8], v[9]],
+            remove_range_s: v[10],
+            delete_s: v[11],
+            meta_per_mapping: v[12],
+            peak_mib: v[13],
         })
     }
 }
@@ -156,6 +164,19 @@ fn peak_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// Creates thin 0 and maps its blocks `0..mappings` to newly allocated data blocks, in order.
+fn provision(p: &mut Pool<MemBm>, mappings: u64) {
+    p.create_thin(0).unwrap();
+    for v in 0..mappings {
+        let b = p.alloc_data_block().unwrap();
+        p.insert(0, v, b).unwrap();
+        if v % 100_000 == 99_999 {
+            p.commit().unwrap();
+        }
+    }
+    p.commit().unwrap();
+}
+
 /// Overwrites `n` random blocks of `dev` with newly allocated ones.
 fn overwrite(p: &mut Pool<MemBm>, rng: &mut Rng, dev: u64, mappings: u64, n: u64) {
     for _ in 0..n {
@@ -175,16 +196,18 @@ fn measure(mappings: u64, depth: u64) -> Row {
         ..Row::default()
     };
 
-    p.create_thin(0).unwrap();
+    row.rewrite = {
+        // A pool of its own, dropped before the main one is built.
+        let mut q = pool(mappings);
+        provision(&mut q, mappings);
+        let n = MAX_OVERWRITES.min(mappings);
+        let t = Instant::now();
+        overwrite(&mut q, &mut rng.clone(), 0, mappings, n);
+        q.commit().unwrap();
+        rate(n, t.elapsed())
+    };
     let t = Instant::now();
-    for v in 0..mappings {
-        let b = p.alloc_data_block().unwrap();
-        p.insert(0, v, b).unwrap();
-        if v % 100_000 == 99_999 {
-            p.commit().unwrap();
-        }
-    }
-    p.commit().unwrap();
+    provision(&mut p, mappings);
     row.provision = rate(mappings, t.elapsed());
     let used = p.metadata_nr_blocks() - p.metadata_free_blocks_raw();
     row.meta_per_mapping = used as f64 / mappings.max(1) as f64;
@@ -262,17 +285,18 @@ fn run_child(mappings: u64, depth: u64) -> Row {
 
 fn print_table(rows: &[Row]) {
     println!(
-        "| mappings | depth | provision/s | snap µs | overwrite/s | lookup/s | commit µs (1/10/1000 changes) | remove_range s | delete s | meta blk/mapping | peak MiB |"
+        "| mappings | depth | provision/s | snap µs | overwrite/s | rewrite/s | lookup/s | commit µs (1/10/1000 changes) | remove_range s | delete s | meta blk/mapping | peak MiB |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|");
     for r in rows {
         println!(
-            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} / {:.0} / {:.0} | {:.3} | {:.3} | {:.4} | {:.0} |",
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} / {:.0} / {:.0} | {:.3} | {:.3} | {:.4} | {:.0} |",
             r.mappings,
             r.depth,
             r.provision,
             r.snap_us,
             r.overwrite,
+            r.rewrite,
             r.lookup,
             r.commit_us[0],
             r.commit_us[1],
@@ -297,10 +321,12 @@ fn print_goals(rows: &[Row]) {
     for r in &big {
         let ratio = r.overwrite / r.provision.max(1e-9);
         println!(
-            "- overwrite after a snapshot ≥ 1/4 of provisioning speed, depth {}: {:.2}x ({})",
+            "- overwrite after a snapshot ≥ 1/4 of provisioning speed, depth {}: {:.2}x ({}); \
+             of random writes to an unshared thin (rewrite/s): {:.2}x",
             r.depth,
             ratio,
-            verdict(ratio >= 0.25)
+            verdict(ratio >= 0.25),
+            r.overwrite / r.rewrite.max(1e-9)
         );
     }
     if largest >= 1_000_000 {
@@ -360,7 +386,7 @@ fn main() {
     print_table(&rows);
     println!();
     println!(
-        "One fully mapped thin of MAPPINGS blocks, then a chain of DEPTH snapshots. overwrite: up to {MAX_OVERWRITES} writes to the newest snapshot, each breaking sharing; lookups in the newest snapshot; remove_range: all of the newest snapshot; delete: the origin, after its snapshots. In-memory metadata device."
+        "One fully mapped thin of MAPPINGS blocks, then a chain of DEPTH snapshots. overwrite: up to {MAX_OVERWRITES} writes to random blocks of the newest snapshot, each breaking sharing; rewrite: the same writes to a thin that shares nothing; lookups in the newest snapshot; remove_range: all of the newest snapshot; delete: the origin, after its snapshots. In-memory metadata device."
     );
     print_goals(&rows);
     if offline_tools {
