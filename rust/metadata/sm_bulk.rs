@@ -7,30 +7,15 @@
 
 use super::block::{BlockKind, BlockManager};
 use super::error::{Error, Result};
-use super::sm_common::{bitmap_get, bitmap_set, SmId, ENTRIES_PER_BITMAP};
+use super::sm_common::{bitmap_get, bitmap_set, CountOp, SmId, ENTRIES_PER_BITMAP};
 use super::tm::Tx;
 
 impl<B: BlockManager> Tx<B> {
     /// Increments the counts of data blocks `first..first + n`: the same as `n` calls of
     /// [`Tx::data_inc`], but in one bitmap write per bitmap when every count there is 0 or 1
-    /// (others take the general path, block by block).
+    /// (others take the general path, block by block; see [`Tx::data_change_run`]).
     pub fn data_inc_range(&mut self, first: u64, n: u64) -> Result<()> {
-        let end = first.checked_add(n).ok_or(Error::Invalid(
-            "count change beyond the end of the space map",
-        ))?;
-        if end > self.dsm.nr_blocks {
-            return Err(Error::Invalid(
-                "count change beyond the end of the space map",
-            ));
-        }
-        let mut b = first;
-        while b < end {
-            let bitmap_end = (b / ENTRIES_PER_BITMAP + 1) * ENTRIES_PER_BITMAP;
-            let stop = core::cmp::min(end, bitmap_end);
-            self.data_inc_in_bitmap(b, stop)?;
-            b = stop;
-        }
-        Ok(())
+        self.data_change_run(first, n, CountOp::Inc)
     }
 
     /// [`Tx::data_inc_range`] for each of `ranges` (`(first, n)`; any order, overlaps and
@@ -118,54 +103,6 @@ impl<B: BlockManager> Tx<B> {
             if let Some(b) = general {
                 self.data_inc(b)?;
             }
-        }
-        Ok(())
-    }
-
-    /// [`Tx::data_inc_range`] within one bitmap.
-    fn data_inc_in_bitmap(&mut self, begin: u64, end: u64) -> Result<()> {
-        let i = begin / ENTRIES_PER_BITMAP;
-        let mut ie = self.data_index_get(i)?;
-        // Counts 0 and 1 become 1 and 2, which the bitmap holds alone; 2 and more involve the
-        // ref-count tree.
-        let simple = {
-            let bm = self.read(ie.blocknr, BlockKind::Bitmap, 0)?;
-            (begin..end).all(|b| bitmap_get(&bm, b % ENTRIES_PER_BITMAP) < 2)
-        };
-        if !simple {
-            for b in begin..end {
-                self.data_inc(b)?;
-            }
-            return Ok(());
-        }
-        let before = ie;
-        let loc = self.sm_bitmap_for_write(SmId::Data, i, &mut ie)?;
-        let mut taken = 0u32;
-        let mut last_taken = None;
-        {
-            let mut bm = self.write(loc, BlockKind::Bitmap, 0)?;
-            for b in begin..end {
-                let e = b % ENTRIES_PER_BITMAP;
-                let v = bitmap_get(&bm, e);
-                bitmap_set(&mut bm, e, v + 1);
-                if v == 0 {
-                    taken += 1;
-                    last_taken = Some(e as u32);
-                }
-            }
-        }
-        if let Some(last) = last_taken {
-            ie.nr_free = ie.nr_free.saturating_sub(taken);
-            // Keep "nothing free before" exact where the run starts at it, as single
-            // increments do (a smaller value stays a valid hint).
-            let first = (begin % ENTRIES_PER_BITMAP) as u32;
-            if ie.none_free_before >= first && ie.none_free_before <= last {
-                ie.none_free_before = last + 1;
-            }
-            self.dsm.nr_allocated = self.dsm.nr_allocated.saturating_add(u64::from(taken));
-        }
-        if ie != before {
-            self.data_index_set(i, ie)?;
         }
         Ok(())
     }

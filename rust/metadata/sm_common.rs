@@ -295,8 +295,9 @@ impl<B: BlockManager> Tx<B> {
             let (nr, _) = self.btree_insert(root, info, b, &new.to_le_bytes())?;
             self.sm_set_ref_root(sm, nr);
         } else if old >= 3 {
+            // `old` was just read from this entry: no second lookup.
             let root = self.sm_ref_root(sm);
-            let (nr, _) = self.btree_remove(root, info, b)?;
+            let (nr, _) = self.btree_remove_present(root, info, b)?;
             self.sm_set_ref_root(sm, nr);
         }
         let new_v = core::cmp::min(new, 3);

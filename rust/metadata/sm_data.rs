@@ -190,18 +190,31 @@ impl<B: BlockManager> Tx<B> {
     }
 
     /// Decrements the counts of data blocks `first..first + n`: the same as `n` calls of
-    /// [`Tx::data_dec`], but with one bitmap write and one index update per bitmap when every
-    /// count in it is 1 or 2 (deleting a thin frees long runs of blocks; dm-thin decrements
-    /// runs likewise). Any other count takes the general path, block by block.
+    /// [`Tx::data_dec`] (deleting a thin frees long runs of blocks; dm-thin decrements runs
+    /// likewise), batched as [`Tx::data_change_run`] says.
     pub fn data_dec_run(&mut self, first: u64, n: u64) -> Result<()> {
+        self.data_change_run(first, n, CountOp::Dec)
+    }
+
+    /// Applies `op` to the counts of data blocks `first..first + n`: per bitmap, one bitmap
+    /// write and at most one index update when every count there is one the bitmap holds both
+    /// before and after (0 or 1 for an increment, 1 or 2 for a decrement); any other count
+    /// (3 and more live in the ref-count tree; a decrement of 0 is corruption) sends that
+    /// bitmap's blocks one by one through [`Tx::sm_change`].
+    pub(crate) fn data_change_run(&mut self, first: u64, n: u64, op: CountOp) -> Result<()> {
         let end = first.checked_add(n).ok_or(Error::Invalid(
             "count change beyond the end of the space map",
         ))?;
+        if end > self.dsm.nr_blocks {
+            return Err(Error::Invalid(
+                "count change beyond the end of the space map",
+            ));
+        }
         let mut b = first;
         while b < end {
             let bitmap_end = (b / ENTRIES_PER_BITMAP + 1) * ENTRIES_PER_BITMAP;
             let stop = core::cmp::min(end, bitmap_end);
-            self.data_dec_in_bitmap(b, stop)?;
+            self.data_change_in_bitmap(b, stop, op)?;
             b = stop;
         }
         Ok(())
@@ -323,47 +336,65 @@ impl<B: BlockManager> Tx<B> {
         Ok(())
     }
 
-    /// [`Tx::data_dec_run`] within one bitmap: `begin..end` share a bitmap.
-    fn data_dec_in_bitmap(&mut self, begin: u64, end: u64) -> Result<()> {
-        if end > self.dsm.nr_blocks {
-            return Err(Error::Invalid(
-                "count change beyond the end of the space map",
-            ));
-        }
+    /// [`Tx::data_change_run`] within one bitmap: `begin..end` share a bitmap.
+    fn data_change_in_bitmap(&mut self, begin: u64, end: u64, op: CountOp) -> Result<()> {
         let i = begin / ENTRIES_PER_BITMAP;
         let mut ie = self.data_index_get(i)?;
-        // Counts of 1 and 2 live in the bitmap alone: 3 and more involve the ref-count tree,
-        // 0 is corruption (reported by the general path).
+        let bitmap_only = |v: u32| match op {
+            CountOp::Inc => v <= 1,
+            CountOp::Dec => v == 1 || v == 2,
+        };
         let simple = {
             let bm = self.read(ie.blocknr, BlockKind::Bitmap, 0)?;
-            (begin..end).all(|b| matches!(bitmap_get(&bm, b % ENTRIES_PER_BITMAP), 1 | 2))
+            (begin..end).all(|b| bitmap_only(bitmap_get(&bm, b % ENTRIES_PER_BITMAP)))
         };
         if !simple {
             for b in begin..end {
-                self.data_dec(b)?;
+                self.sm_change(SmId::Data, b, op)?;
             }
             return Ok(());
         }
         let before = ie;
         let loc = self.sm_bitmap_for_write(SmId::Data, i, &mut ie)?;
-        let mut freed = 0u32;
-        let mut first_freed = None;
+        // Entries taken (0 -> 1) or freed (1 -> 0): how many, the first and the last.
+        let mut moved = 0u32;
+        let mut first_moved = None;
+        let mut last_moved = 0u32;
         {
             let mut bm = self.write(loc, BlockKind::Bitmap, 0)?;
             for b in begin..end {
                 let e = b % ENTRIES_PER_BITMAP;
                 let v = bitmap_get(&bm, e);
-                bitmap_set(&mut bm, e, v - 1);
-                if v == 1 {
-                    freed += 1;
-                    first_freed.get_or_insert(e as u32);
+                let (new, at_zero) = match op {
+                    CountOp::Inc => (v + 1, v == 0),
+                    CountOp::Dec => (v - 1, v == 1),
+                };
+                bitmap_set(&mut bm, e, new);
+                if at_zero {
+                    moved += 1;
+                    first_moved.get_or_insert(e as u32);
+                    last_moved = e as u32;
                 }
             }
         }
-        if let Some(e) = first_freed {
-            ie.nr_free = core::cmp::min(ie.nr_free + freed, ENTRIES_PER_BITMAP as u32);
-            ie.none_free_before = core::cmp::min(ie.none_free_before, e);
-            self.dsm.nr_allocated = self.dsm.nr_allocated.saturating_sub(u64::from(freed));
+        if let Some(first) = first_moved {
+            match op {
+                CountOp::Inc => {
+                    ie.nr_free = ie.nr_free.saturating_sub(moved);
+                    // Keep "nothing free before" exact where the run starts at it, as single
+                    // increments do (a smaller value stays a valid hint).
+                    let start = (begin % ENTRIES_PER_BITMAP) as u32;
+                    if ie.none_free_before >= start && ie.none_free_before <= last_moved {
+                        ie.none_free_before = last_moved + 1;
+                    }
+                    self.dsm.nr_allocated = self.dsm.nr_allocated.saturating_add(u64::from(moved));
+                }
+                CountOp::Dec => {
+                    ie.nr_free = core::cmp::min(ie.nr_free + moved, ENTRIES_PER_BITMAP as u32);
+                    ie.none_free_before = core::cmp::min(ie.none_free_before, first);
+                    self.dsm.nr_allocated = self.dsm.nr_allocated.saturating_sub(u64::from(moved));
+                }
+            }
         }
         if ie != before {
             self.data_index_set(i, ie)?;
