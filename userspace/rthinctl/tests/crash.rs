@@ -173,29 +173,44 @@ fn interrupted_commits_recover_the_last_commit() {
     assert!(cases > 500, "{cases}");
 }
 
+/// A pool with one commit and uncommitted work after it, whose next commit fails the way `arm`
+/// sets the device up to fail: checks that the commit and the pool failed and that changes
+/// are refused, then returns the device (its faults cleared), the state of the last commit and
+/// the random source to go on with.
+fn failed_commit(seed: u64, what: &str, arm: impl FnOnce(&mut MemDisk)) -> (MemDisk, String, Rng) {
+    let mut rng = Rng::new(seed);
+    let mut p = mem_pool(2048, 3000);
+    random_work(&mut p, &mut rng, 100);
+    p.commit().unwrap();
+    let last_commit = state_of(&p.block_manager().with_disk(|d| d.clone())).unwrap();
+    random_work(&mut p, &mut rng, 100);
+    p.block_manager().with_disk(arm);
+    let r = p.commit();
+    assert!(
+        matches!(r, Err(Error::Io { .. })),
+        "{what}: commit should fail: {r:?}"
+    );
+    assert!(p.has_failed(), "{what}");
+    assert!(
+        p.create_thin(100).is_err(),
+        "{what}: a failed pool refuses changes"
+    );
+    let mut disk = p.into_block_manager().into_disk();
+    disk.fail_writes_after = None;
+    disk.fail_writes_to = None;
+    disk.fail_flushes_after = None;
+    (disk, last_commit, rng)
+}
+
 #[test]
 fn write_errors_during_commit_leave_the_last_commit() {
     let base = seed(99);
     for i in 0..4 {
-        let mut rng = Rng::new(base + i);
-        let mut p = mem_pool(2048, 3000);
-        random_work(&mut p, &mut rng, 100);
-        p.commit().unwrap();
-        let state_a = state_of(&p.block_manager().with_disk(|d| d.clone())).unwrap();
-        random_work(&mut p, &mut rng, 100);
-        let fail_after = rng.below(4) as usize;
-        p.block_manager()
-            .with_disk(|d| d.fail_writes_after = Some(fail_after));
-        let r = p.commit();
-        assert!(
-            matches!(r, Err(Error::Io { .. })),
-            "commit should fail: {r:?}"
-        );
-        assert!(p.has_failed());
-        assert!(p.create_thin(100).is_err(), "a failed pool refuses changes");
-        let mut disk = p.into_block_manager().into_disk();
-        disk.fail_writes_after = None;
-        assert_eq!(state_of(&disk).unwrap(), state_a);
+        let fail_after = Rng::new(base + i + 1000).below(4) as usize;
+        let (disk, last_commit, _) = failed_commit(base + i, "write error", |d| {
+            d.fail_writes_after = Some(fail_after)
+        });
+        assert_eq!(state_of(&disk).unwrap(), last_commit);
     }
 }
 
@@ -224,39 +239,21 @@ fn commit_faults_abort_to_a_commit() {
         CommitFault::FinalFlush,
     ] {
         for i in 0..4 {
-            let mut rng = Rng::new(base + i);
-            let mut p = mem_pool(2048, 3000);
-            random_work(&mut p, &mut rng, 100);
-            p.commit().unwrap();
-            let state_a = state_of(&p.block_manager().with_disk(|d| d.clone())).unwrap();
-            random_work(&mut p, &mut rng, 100);
-            p.block_manager().with_disk(|d| match fault {
+            let what = format!("{fault:?}");
+            let (disk, last_commit, mut rng) = failed_commit(base + i, &what, |d| match fault {
                 CommitFault::SuperblockWrite => d.fail_writes_to = Some(0),
                 CommitFault::FirstFlush => d.fail_flushes_after = Some(0),
                 CommitFault::FinalFlush => d.fail_flushes_after = Some(1),
             });
-            let r = p.commit();
-            assert!(
-                matches!(r, Err(Error::Io { .. })),
-                "{fault:?}: commit should fail: {r:?}"
-            );
-            assert!(p.has_failed(), "{fault:?}");
-            assert!(
-                p.create_thin(100).is_err(),
-                "{fault:?}: a failed pool refuses changes"
-            );
-            let mut disk = p.into_block_manager().into_disk();
-            disk.fail_writes_to = None;
-            disk.fail_flushes_after = None;
-            let state = state_of(&disk).unwrap_or_else(|e| panic!("{fault:?}: {e}"));
+            let state = state_of(&disk).unwrap_or_else(|e| panic!("{what}: {e}"));
             if !matches!(fault, CommitFault::FinalFlush) {
-                assert_eq!(state, state_a, "{fault:?}: not the last commit");
+                assert_eq!(state, last_commit, "{what}: not the last commit");
             }
             let mut p = Pool::open(CachedBm::new(disk), None, true).unwrap();
             random_work(&mut p, &mut rng, 100);
             p.commit().unwrap();
             state_of(&p.block_manager().with_disk(|d| d.clone()))
-                .unwrap_or_else(|e| panic!("{fault:?}, after reopening: {e}"));
+                .unwrap_or_else(|e| panic!("{what}, after reopening: {e}"));
         }
     }
 }
