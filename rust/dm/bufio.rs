@@ -206,6 +206,21 @@ impl<const N: usize> BufioClient<N> {
         unsafe { Held::new(this, b, data) }?.into_exclusive()
     }
 
+    /// Starts reading blocks `first..first + n` into the cache and returns without waiting
+    /// (`dm_bufio_prefetch`): a read-ahead hint. Blocks past the device's end are left out.
+    /// It may sleep (allocating buffers, writing dirty ones back to make room); from a bio
+    /// submission context dm-bufio refuses it with a warning and does nothing.
+    pub fn prefetch(&self, first: u64, n: u64) {
+        let end = first.saturating_add(n).min(self.nr_blocks());
+        let Some(count) = end.checked_sub(first).filter(|&c| c > 0) else {
+            return;
+        };
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
+        // SAFETY: The client is alive (invariant); `first..first + count` lies on the device.
+        // dm-bufio takes its own lock and only reads into buffers no guard holds.
+        unsafe { dm::dm_bufio_prefetch(self.ptr.as_ptr(), first, count) };
+    }
+
     /// Writes every dirty buffer, waits, then flushes the device cache.
     pub fn write_dirty_buffers(&self) -> Result {
         // SAFETY: The client is alive.

@@ -386,6 +386,11 @@ impl<B: BlockManager> Tx<B> {
             let (internal, nr) = {
                 let (g, h) = self.read_node(f.loc, tinfo, f.loc)?;
                 let i = f.next as usize;
+                if i == 0 && (h.internal || matches!(tinfo.values, ValueKind::SubtreeRoot)) {
+                    // The node's children are read next, one after another: ask for all of
+                    // them now, as dm-btree's delete does.
+                    self.prefetch_children(&g, &h);
+                }
                 if i < h.nr {
                     if !h.internal && matches!(tinfo.values, ValueKind::DataBlockTime) {
                         for k in i..core::cmp::min(h.nr, i + DEC_BATCH) {
@@ -429,6 +434,25 @@ impl<B: BlockManager> Tx<B> {
             }
         }
         Ok(())
+    }
+
+    /// Read-ahead hint for the blocks an internal node (or a top-level leaf) points to, in
+    /// runs of consecutive blocks.  Not inlined: its batch would add to `dec_tree`'s frame.
+    #[inline(never)]
+    fn prefetch_children(&self, g: &super::block::Block, h: &Header) {
+        let mut i = 0;
+        while i < h.nr {
+            let mut batch = [0u64; DEC_BATCH];
+            let n = core::cmp::min(DEC_BATCH, h.nr - i);
+            for (k, b) in batch.iter_mut().enumerate().take(n) {
+                *b = node::value64(g, h, i + k);
+            }
+            let _ = for_each_run(&batch[..n], |first, len| {
+                self.bm.prefetch(first, len);
+                Ok(())
+            });
+            i += n;
+        }
     }
 
     /// Drop a reference to node `loc`: if others remain, that is all; if it was the last one,

@@ -216,6 +216,10 @@ impl BlockManager for BufioBlockManager {
             .map_err(|_| MetaError::Io { block: 0 })
     }
 
+    fn prefetch(&self, first: u64, n: u64) {
+        self.client.prefetch(first, n);
+    }
+
     fn flush_data(&self) -> MetaResult<()> {
         self.data_dev
             .flush()
