@@ -202,19 +202,32 @@ impl<B: BlockManager> Tx<B> {
     /// (3 and more live in the ref-count tree; a decrement of 0 is corruption) sends that
     /// bitmap's blocks one by one through [`Tx::sm_change`].
     pub(crate) fn data_change_run(&mut self, first: u64, n: u64, op: CountOp) -> Result<()> {
-        let end = first.checked_add(n).ok_or(Error::Invalid(
-            "count change beyond the end of the space map",
-        ))?;
-        if end > self.dsm.nr_blocks {
-            return Err(Error::Invalid(
+        self.data_run_pieces(first, n, ENTRIES_PER_BITMAP, |tx, begin, end| {
+            tx.data_change_in_bitmap(begin, end, op)
+        })
+    }
+
+    /// Calls `f(self, begin, end)` for consecutive pieces of data blocks `first..first + n`,
+    /// each within one bitmap and at most `max` blocks long, after checking that the whole run
+    /// lies in the space map (so a bad run changes nothing).
+    fn data_run_pieces(
+        &mut self,
+        first: u64,
+        n: u64,
+        max: u64,
+        mut f: impl FnMut(&mut Self, u64, u64) -> Result<()>,
+    ) -> Result<()> {
+        let end = first
+            .checked_add(n)
+            .filter(|&end| end <= self.dsm.nr_blocks)
+            .ok_or(Error::Invalid(
                 "count change beyond the end of the space map",
-            ));
-        }
+            ))?;
         let mut b = first;
         while b < end {
             let bitmap_end = (b / ENTRIES_PER_BITMAP + 1) * ENTRIES_PER_BITMAP;
-            let stop = core::cmp::min(end, bitmap_end);
-            self.data_change_in_bitmap(b, stop, op)?;
+            let stop = end.min(bitmap_end).min(b.saturating_add(max));
+            f(self, b, stop)?;
             b = stop;
         }
         Ok(())
@@ -225,27 +238,14 @@ impl<B: BlockManager> Tx<B> {
     /// but for every chunk of up to 32 blocks in one bitmap with one bitmap write, one index
     /// update, and one ref-count tree descent per tree leaf for the counts of 3 or more.
     pub fn data_inc_run(&mut self, first: u64, n: u64) -> Result<()> {
-        let end = first.checked_add(n).ok_or(Error::Invalid(
-            "count change beyond the end of the space map",
-        ))?;
-        let mut b = first;
-        while b < end {
-            let bitmap_end = (b / ENTRIES_PER_BITMAP + 1) * ENTRIES_PER_BITMAP;
-            let stop = end.min(bitmap_end).min(b + INC_CHUNK as u64);
-            self.data_inc_chunk(b, stop)?;
-            b = stop;
-        }
-        Ok(())
+        self.data_run_pieces(first, n, INC_CHUNK as u64, |tx, begin, end| {
+            tx.data_inc_chunk(begin, end)
+        })
     }
 
     /// [`Tx::data_inc_run`] of at most [`INC_CHUNK`] blocks that share a bitmap.  In the order
     /// of [`Tx::sm_change`]: the ref-count tree first, then the bitmap and its index entry.
     fn data_inc_chunk(&mut self, begin: u64, end: u64) -> Result<()> {
-        if end > self.dsm.nr_blocks {
-            return Err(Error::Invalid(
-                "count change beyond the end of the space map",
-            ));
-        }
         let i = begin / ENTRIES_PER_BITMAP;
         let n = (end - begin) as usize;
         let ie = self.data_index_get(i)?;

@@ -9,7 +9,7 @@
 //! already knows to qualify, so that shadowing them again (every btree insert shadows its whole
 //! path) costs nothing.
 
-use super::block::{le64, BlockKind, BlockManager, ShadowBucket, SHADOW_WAYS};
+use super::block::{le64, Block, BlockKind, BlockManager, ShadowBucket, SHADOW_WAYS};
 use super::btree::{TreeInfo, ValueKind, MAPPING_BOTTOM_TREE, MAX_DEPTH};
 use super::btree_node::{self as node, Header};
 use super::error::{Error, Result};
@@ -63,25 +63,29 @@ impl ShadowSet {
             .then_some((self.generation << SHADOW_BLOCK_BITS) | b)
     }
 
-    fn bucket(buckets: &mut [ShadowBucket], b: u64) -> Option<&mut ShadowBucket> {
+    /// `b`'s slot value in this generation and its bucket (`None`: nothing to find or keep).
+    fn locate<'a>(
+        &self,
+        buckets: &'a mut [ShadowBucket],
+        b: u64,
+    ) -> Option<(u64, &'a mut ShadowBucket)> {
+        let v = self.slot_value(b)?;
         // Multiplicative hash onto the largest power of two of buckets available.
         let bits = buckets.len().checked_ilog2()?;
         let h = b.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let i = h.checked_shr(64 - bits).unwrap_or(0);
-        buckets.get_mut(usize::try_from(i).ok()?)
+        Some((v, buckets.get_mut(usize::try_from(i).ok()?)?))
     }
 
     /// Is `b` known to be this transaction's own block?
     pub fn contains(&self, buckets: &mut [ShadowBucket], b: u64) -> bool {
-        match (self.slot_value(b), Self::bucket(buckets, b)) {
-            (Some(v), Some(bucket)) => bucket.contains(&v),
-            _ => false,
-        }
+        self.locate(buckets, b)
+            .is_some_and(|(v, bucket)| bucket.contains(&v))
     }
 
     /// Remember `b`: in an empty or stale slot of its bucket, else in place of the oldest.
     pub fn insert(&self, buckets: &mut [ShadowBucket], b: u64) {
-        let (Some(v), Some(bucket)) = (self.slot_value(b), Self::bucket(buckets, b)) else {
+        let Some((v, bucket)) = self.locate(buckets, b) else {
             return;
         };
         if bucket.contains(&v) {
@@ -99,7 +103,7 @@ impl ShadowSet {
 
     /// Forget `b`.
     pub fn remove(&self, buckets: &mut [ShadowBucket], b: u64) {
-        let (Some(v), Some(bucket)) = (self.slot_value(b), Self::bucket(buckets, b)) else {
+        let Some((v, bucket)) = self.locate(buckets, b) else {
             return;
         };
         for x in bucket.iter_mut() {
@@ -314,19 +318,13 @@ impl<B: BlockManager> Tx<B> {
     /// Add a reference to everything node `g` points to.
     fn inc_children(&mut self, g: &mut B::Write, h: &Header, info: TreeInfo) -> Result<()> {
         if !h.internal && info.values == ValueKind::DataBlockTime && !self.simple {
-            // A mapping leaf: its data blocks a batch at a time, in runs of consecutive blocks
-            // (in leaf order, as the per-entry path would take them).
-            let mut i = 0;
-            while i < h.nr {
-                let mut batch = [0u64; DEC_BATCH];
-                let n = core::cmp::min(DEC_BATCH, h.nr - i);
-                for (k, b) in batch.iter_mut().enumerate().take(n) {
-                    *b = super::thin::unpack_block_time(node::value(g, h, i + k)).0;
-                }
-                for_each_run(&batch[..n], |first, len| self.data_inc_run(first, len))?;
-                i += n;
-            }
-            return Ok(());
+            // A mapping leaf: its data blocks in runs of consecutive blocks (in leaf order, as
+            // the per-entry path would take them).
+            let data_block =
+                |g: &Block, h: &Header, i| super::thin::unpack_block_time(node::value(g, h, i)).0;
+            return for_each_child_run(g, h, data_block, |first, len| {
+                self.data_inc_run(first, len)
+            });
         }
         for i in 0..h.nr {
             if h.internal {
@@ -439,20 +437,11 @@ impl<B: BlockManager> Tx<B> {
     /// Read-ahead hint for the blocks an internal node (or a top-level leaf) points to, in
     /// runs of consecutive blocks.  Not inlined: its batch would add to `dec_tree`'s frame.
     #[inline(never)]
-    fn prefetch_children(&self, g: &super::block::Block, h: &Header) {
-        let mut i = 0;
-        while i < h.nr {
-            let mut batch = [0u64; DEC_BATCH];
-            let n = core::cmp::min(DEC_BATCH, h.nr - i);
-            for (k, b) in batch.iter_mut().enumerate().take(n) {
-                *b = node::value64(g, h, i + k);
-            }
-            let _ = for_each_run(&batch[..n], |first, len| {
-                self.bm.prefetch(first, len);
-                Ok(())
-            });
-            i += n;
-        }
+    fn prefetch_children(&self, g: &Block, h: &Header) {
+        let _ = for_each_child_run(g, h, node::value64, |first, len| {
+            self.bm.prefetch(first, len);
+            Ok(())
+        });
     }
 
     /// Drop a reference to node `loc`: if others remain, that is all; if it was the last one,
@@ -493,6 +482,28 @@ impl<B: BlockManager> Tx<B> {
         self.dsm.end_transaction();
         self.forget_all_shadows();
     }
+}
+
+/// Calls `f(first, len)` for each run of consecutive block numbers among the entries of node
+/// `g` (`block(g, h, i)`: entry `i`'s block), in entry order, [`DEC_BATCH`] entries at a time
+/// (the batch is on the stack).
+fn for_each_child_run(
+    g: &Block,
+    h: &Header,
+    block: impl Fn(&Block, &Header, usize) -> u64,
+    mut f: impl FnMut(u64, u64) -> Result<()>,
+) -> Result<()> {
+    let mut i = 0;
+    while i < h.nr {
+        let mut batch = [0u64; DEC_BATCH];
+        let n = core::cmp::min(DEC_BATCH, h.nr - i);
+        for (k, b) in batch.iter_mut().enumerate().take(n) {
+            *b = block(g, h, i + k);
+        }
+        for_each_run(&batch[..n], &mut f)?;
+        i += n;
+    }
+    Ok(())
 }
 
 /// Calls `f(first, len)` for each run of consecutive block numbers in `blocks`, in order.
